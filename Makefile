@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Both set up
+# whatever is missing first (scripts/setup.sh, idempotent and quick to re-run).
+VENV := .venv
+PY := $(VENV)/bin/python
+GMEMTRACE := $(VENV)/bin/gmemtrace
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(GMEMTRACE) demo
+
+lint: setup
+	$(VENV)/bin/ruff check gmemtrace tests benchmarks
+	$(VENV)/bin/ruff format --check gmemtrace tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy gmemtrace
+
+test: lint typecheck
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

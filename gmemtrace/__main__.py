@@ -1,0 +1,5 @@
+import sys
+
+from gmemtrace.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""The workload's operations: each does the real thing on KVM and writes it into the ground truth."""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import os
+import platform
+import random
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gmemtrace.errors import GmemtraceError
+from gmemtrace.kernel import kvm
+from gmemtrace.kernel.kvm import PAGE_SIZE
+from gmemtrace.workload import guest
+from gmemtrace.workload.truth import InodeTruth
+from gmemtrace.workload.vmm import GuestMemfd, HostMapping, Vcpu, Vm
+
+CODE_GPA = 0xF0000  # guest code lives in its own anonymous memslot, below 1 MiB
+CODE_SLOT = 0
+PATTERNS = ("sequential", "reverse", "random")
+
+
+@dataclass(frozen=True)
+class Binding:
+    slot: int
+    base_gfn: int
+    gmem: GuestMemfd
+    first: int
+    count: int
+
+
+class Workload:
+    """A VM plus its guest_memfds, with a ground-truth ledger of everything done to them."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+        self.pid = os.getpid()
+        self.started_ns = time.monotonic_ns()
+        self.vm = Vm.create()
+        self.gmems: list[GuestMemfd] = []
+        self.truth: dict[int, InodeTruth] = {}
+        self.bindings: list[Binding] = []
+        self.vcpu: Vcpu | None = None
+        self.facts: dict[str, Any] = {}
+        self._rng = random.Random(0x6D656D)
+
+    # --- guest_memfd lifecycle -------------------------------------------
+    def guest_memfd(self, pages: int, flags: int) -> GuestMemfd:
+        gmem = self.vm.create_guest_memfd(pages * PAGE_SIZE, flags)
+        self.gmems.append(gmem)
+        ledger = InodeTruth(gmem.ino, flags, pages)
+        ledger.log("create", 0, pages, self.pid, flags=flags)
+        self.truth[gmem.ino] = ledger
+        return gmem
+
+    def map(self, gmem: GuestMemfd, first: int = 0, count: int | None = None) -> HostMapping:
+        mapping = gmem.map(first, count)
+        self.truth[gmem.ino].log("mmap", first, mapping.npages, self.pid, addr=mapping.addr)
+        return mapping
+
+    # --- host side ---------------------------------------------------------
+    def host_touch(
+        self,
+        mapping: HostMapping,
+        first: int,
+        count: int,
+        pattern: str = "sequential",
+        rate: float | None = None,
+    ) -> None:
+        """Write to `count` pages from `first` in `pattern` order, at most `rate` pages/s."""
+        pages = list(range(first, first + count))
+        if pattern == "reverse":
+            pages.reverse()
+        elif pattern == "random":
+            self._rng.shuffle(pages)
+        elif pattern != "sequential":
+            raise GmemtraceError(f"unknown touch pattern {pattern!r}", 2)
+        if pattern == "sequential" and rate is None:
+            mapping.touch(first, count)  # one memset: as fast as the kernel can fault
+        else:
+            start = time.monotonic()
+            for i, page in enumerate(pages):
+                mapping.touch(page, 1)
+                if rate:
+                    delay = start + (i + 1) / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+        self.truth[mapping.gmem.ino].host_touch(id(mapping), pages, self.pid)
+
+    def host_read(self, mapping: HostMapping, page: int, length: int = 2) -> bytes:
+        """Read through the host mapping (a read fault if the page is not mapped there)."""
+        data = mapping.read(page, 0, length)
+        self.truth[mapping.gmem.ino].host_touch(id(mapping), [page], self.pid, op="host_read")
+        return data
+
+    def zap(self, mapping: HostMapping, first: int, count: int) -> None:
+        mapping.zap(first, count)
+        self.truth[mapping.gmem.ino].zap(id(mapping), first, count, self.pid)
+
+    def fallocate(self, gmem: GuestMemfd, first: int, count: int) -> None:
+        gmem.fallocate(first, count)
+        self.truth[gmem.ino].fallocate(first, count, self.pid)
+
+    def punch(self, gmem: GuestMemfd, first: int, count: int) -> None:
+        gmem.punch(first, count)
+        self.truth[gmem.ino].punch(first, count, self.pid)
+
+    def touch_in_child(self, mapping: HostMapping, page: int) -> int:
+        """A forked child writes one page; returns the signal that killed it (0: it lived)."""
+        address = mapping.address(page)
+        pid = os.fork()
+        if pid == 0:  # the child: no Python-level handlers between the write and the kernel
+            faulthandler.disable()
+            signal.signal(signal.SIGBUS, signal.SIG_DFL)
+            ctypes.memset(address, 0x5A, 1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        killed_by = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        ledger = self.truth[mapping.gmem.ino]
+        if killed_by == signal.SIGBUS:
+            ledger.host_refused(page, pid)
+        else:
+            ledger.host_touch(-pid, [page], pid, op="host_touch_child")
+        return killed_by
+
+    # --- guest side --------------------------------------------------------
+    def bind(self, slot: int, gpa: int, gmem: GuestMemfd, mapping: HostMapping) -> None:
+        """Bind a memslot to the guest_memfd pages that `mapping` covers."""
+        self.vm.bind(slot, gpa, gmem, mapping.offset_pages, mapping.npages, mapping)
+        binding = Binding(slot, gpa // PAGE_SIZE, gmem, mapping.offset_pages, mapping.npages)
+        self.bindings.append(binding)
+        ledger = self.truth[gmem.ino]
+        ledger.memslots.append(
+            {"slot": slot, "base_gfn": binding.base_gfn, "first": binding.first,
+             "npages": binding.count}
+        )
+        ledger.log("bind", binding.first, binding.count, self.pid, slot=slot, gpa=gpa)
+
+    def locate(self, gfn: int) -> tuple[GuestMemfd, int]:
+        """The guest_memfd and page index behind guest frame `gfn`."""
+        for b in self.bindings:
+            if b.base_gfn <= gfn < b.base_gfn + b.count:
+                return b.gmem, gfn - b.base_gfn + b.first
+        raise GmemtraceError(f"guest page {gfn:#x} is not in a guest_memfd memslot", 2)
+
+    def run_guest(self, gfns: list[int]) -> int:
+        """Run the vCPU over a program writing a marker into each guest page; returns the exit."""
+        if self.vcpu is None:
+            code = self.vm.add_anonymous_slot(CODE_SLOT, CODE_GPA, PAGE_SIZE)
+            self._code = code
+            self.vcpu = self.vm.create_vcpu()
+        program = guest.touch_pages(gfns)
+        if len(program) > PAGE_SIZE:
+            raise GmemtraceError("guest program larger than its page", 2)
+        ctypes.memmove(self._code, program, len(program))
+        self.vcpu.start_real_mode(CODE_GPA)
+        exit_ = self.vcpu.run()
+        if exit_.reason != kvm.KVM_EXIT_HLT:
+            raise GmemtraceError(f"vCPU stopped with exit reason {exit_.reason}, not HLT")
+        by_inode: dict[int, list[int]] = {}
+        for gfn in gfns:
+            gmem, page = self.locate(gfn)
+            by_inode.setdefault(gmem.ino, []).append(page)
+        for ino, pages in by_inode.items():
+            self.truth[ino].guest_touch(pages, self.pid)
+        return exit_.reason
+
+    # --- conversions -------------------------------------------------------
+    def convert(self, gmem: GuestMemfd, first: int, count: int, *, to_private: bool) -> list[int]:
+        """Request a conversion through each interface; returns the errnos (0 = converted)."""
+        gpa = None
+        for b in self.bindings:
+            if b.gmem is gmem and b.first <= first and first + count <= b.first + b.count:
+                gpa = (b.base_gfn + first - b.first) * PAGE_SIZE
+        attempts = self.vm.convert(gmem, first, count, to_private=to_private, gpa=gpa)
+        for a in attempts:
+            self.truth[gmem.ino].convert(first, count, to_private, a.interface, a.errno, self.pid)
+        return [a.errno for a in attempts]
+
+    # --- the end -----------------------------------------------------------
+    def close(self) -> None:
+        """Drop every reference (vCPU, VM, mappings, fds): the kernel frees each inode's pages."""
+        if self.vcpu is not None:
+            self.vcpu.close()
+        self.vm.close()
+        for gmem in self.gmems:
+            gmem.close()
+        for ledger in self.truth.values():
+            ledger.release(self.pid)
+        self.gmems.clear()
+
+    def ground_truth(self) -> dict[str, Any]:
+        return {
+            "format": "gmemtrace-ground-truth/1",
+            "scenario": self.scenario,
+            "pid": self.pid,
+            "kernel": platform.release(),
+            "clock": "CLOCK_MONOTONIC",
+            "started_ns": self.started_ns,
+            "ended_ns": time.monotonic_ns(),
+            "facts": self.facts,
+            "inodes": [ledger.to_json() for ledger in self.truth.values()],
+        }

@@ -1,0 +1,166 @@
+"""Ground truth: what the workload did to each guest_memfd, and what the kernel must therefore have done.
+
+The ledger follows the kernel's state per page (in the page cache, mapped by
+each host mapping, mapped by the guest) so that every operation turns into the
+exact faults, allocations and frees a tracer should observe.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, decode_gmem_flags
+
+SHARED = "shared"
+PRIVATE = "private"
+
+COUNTERS = (
+    "host_faults",
+    "host_faults_refused",
+    "guest_faults",
+    "pages_allocated",
+    "pages_freed",
+    "hole_punches",
+    "conversion_attempts",
+    "conversions_to_shared",
+    "conversions_to_private",
+)
+
+
+def _ranges(pages: set[int]) -> list[list[int]]:
+    """Sorted page set -> [[first, count], ...]."""
+    out: list[list[int]] = []
+    for page in sorted(pages):
+        if out and out[-1][0] + out[-1][1] == page:
+            out[-1][1] += 1
+        else:
+            out.append([page, 1])
+    return out
+
+
+@dataclass
+class InodeTruth:
+    """The ledger of one guest_memfd inode."""
+
+    ino: int
+    flags: int
+    size_pages: int
+    state: list[str] = field(default_factory=list)  # shareability per page
+    resident: set[int] = field(default_factory=set)  # pages in the page cache
+    host_mapped: dict[int, set[int]] = field(default_factory=dict)  # mapping id -> pages
+    guest_mapped: set[int] = field(default_factory=set)
+    memslots: list[dict[str, int]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    resident_before_release: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        init = SHARED if self.flags & GUEST_MEMFD_FLAG_INIT_SHARED else PRIVATE
+        self.state = [init] * self.size_pages
+
+    @property
+    def init(self) -> str:
+        return SHARED if self.flags & GUEST_MEMFD_FLAG_INIT_SHARED else PRIVATE
+
+    def log(self, op: str, first: int, count: int, pid: int, **extra: Any) -> None:
+        self.ops.append(
+            {"t_ns": time.monotonic_ns(), "op": op, "first": first, "count": count, "pid": pid}
+            | extra
+        )
+
+    def _allocate(self, pages: set[int]) -> int:
+        new = pages - self.resident
+        self.resident |= new
+        self.counts["pages_allocated"] += len(new)
+        return len(new)
+
+    def host_touch(self, mapping: int, pages: list[int], pid: int, op: str = "host_touch") -> None:
+        """A host access to `pages` through `mapping`: a fault for each page not mapped there."""
+        mapped = self.host_mapped.setdefault(mapping, set())
+        wanted = set(pages)
+        faulted = wanted - mapped
+        mapped |= faulted
+        self.counts["host_faults"] += len(faulted)
+        allocated = self._allocate(faulted)
+        first = min(pages)
+        self.log(op, first, max(pages) - first + 1, pid, faults=len(faulted), allocated=allocated)
+
+    def host_refused(self, page: int, pid: int) -> None:
+        """A host access to a private page: the fault is refused with SIGBUS."""
+        self.counts["host_faults_refused"] += 1
+        self.log("host_fault_refused", page, 1, pid, signal="SIGBUS")
+
+    def guest_touch(self, pages: list[int], pid: int) -> None:
+        wanted = set(pages)
+        faulted = wanted - self.guest_mapped
+        self.guest_mapped |= faulted
+        self.counts["guest_faults"] += len(faulted)
+        allocated = self._allocate(faulted)
+        first = min(pages)
+        self.log("guest_touch", first, max(pages) - first + 1, pid, faults=len(faulted),
+                 allocated=allocated)
+
+    def zap(self, mapping: int, first: int, count: int, pid: int) -> None:
+        """MADV_DONTNEED on a host mapping: its PTEs go, the pages stay."""
+        self.host_mapped.get(mapping, set()).difference_update(range(first, first + count))
+        self.log("madv_dontneed", first, count, pid)
+
+    def fallocate(self, first: int, count: int, pid: int) -> None:
+        allocated = self._allocate(set(range(first, first + count)))
+        self.log("fallocate", first, count, pid, allocated=allocated)
+
+    def punch(self, first: int, count: int, pid: int) -> None:
+        pages = set(range(first, first + count))
+        freed = pages & self.resident
+        self.resident -= freed
+        for mapped in self.host_mapped.values():
+            mapped -= pages
+        self.guest_mapped -= pages
+        self.counts["pages_freed"] += len(freed)
+        self.counts["hole_punches"] += 1
+        self.log("punch", first, count, pid, freed=len(freed))
+
+    def convert(self, first: int, count: int, to_private: bool, interface: str, err: int,
+                pid: int) -> None:
+        self.counts["conversion_attempts"] += 1
+        if err == 0:
+            target = PRIVATE if to_private else SHARED
+            self.state[first : first + count] = [target] * count
+            self.counts["conversions_to_private" if to_private else "conversions_to_shared"] += 1
+            if to_private:  # the host loses its mappings of pages turned private
+                for mapped in self.host_mapped.values():
+                    mapped.difference_update(range(first, first + count))
+        self.log("convert", first, count, pid, to=PRIVATE if to_private else SHARED,
+                 interface=interface, errno=err)
+
+    def release(self, pid: int) -> None:
+        """Last reference gone: the page cache is emptied."""
+        self.resident_before_release = set(self.resident)
+        self.counts["pages_freed"] += len(self.resident)
+        self.log("release", 0, self.size_pages, pid, freed=len(self.resident))
+        self.resident.clear()
+
+    def shareability(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page, state in enumerate(self.state):
+            if out and out[-1]["state"] == state:
+                out[-1]["count"] += 1
+            else:
+                out.append({"first": page, "count": 1, "state": state})
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ino": self.ino,
+            "flags": self.flags,
+            "flag_names": decode_gmem_flags(self.flags),
+            "size_pages": self.size_pages,
+            "init": self.init,
+            "memslots": self.memslots,
+            "counts": dict(self.counts),
+            "shareability": self.shareability(),
+            "resident_before_release": _ranges(self.resident_before_release),
+            "ops": self.ops,
+        }
