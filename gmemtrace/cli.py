@@ -53,16 +53,35 @@ def build_parser() -> Parser:
         "workload",
         help="run the built-in VMM workload on real KVM and print its ground truth",
         description="A small VMM doing real guest_memfd work: "
-        + "; ".join(f"{name}: {fn.__doc__.splitlines()[0]}" for name, fn in SCENARIOS.items() if fn.__doc__),
+        + "; ".join(
+            f"{name}: {fn.__doc__.splitlines()[0]}" for name, fn in SCENARIOS.items() if fn.__doc__
+        ),
     )
-    workload.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
-                          help=f"one of {', '.join(SCENARIOS)}")
+    workload.add_argument(
+        "scenario",
+        choices=list(SCENARIOS),
+        metavar="SCENARIO",
+        help=f"one of {', '.join(SCENARIOS)}",
+    )
     workload.add_argument("--pages", type=_positive_int, help="pages to work on (scenario default)")
-    workload.add_argument("--rounds", type=_positive_int, help="rounds to repeat (scenario default)")
-    workload.add_argument("--rate", type=_positive_float, help="host touches per second (default: as fast as possible)")
-    workload.add_argument("--pattern", choices=PATTERNS, default="sequential", help="order of host touches")
-    workload.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
-                          help="keep the memory mapped this long before releasing it")
+    workload.add_argument(
+        "--rounds", type=_positive_int, help="rounds to repeat (scenario default)"
+    )
+    workload.add_argument(
+        "--rate",
+        type=_positive_float,
+        help="host touches per second (default: as fast as possible)",
+    )
+    workload.add_argument(
+        "--pattern", choices=PATTERNS, default="sequential", help="order of host touches"
+    )
+    workload.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the memory mapped this long before releasing it",
+    )
     workload.add_argument("-o", "--output", type=Path, help="write the ground truth JSON here")
     workload.add_argument("--json", action="store_true", help="print the ground truth JSON")
 

@@ -254,9 +254,7 @@ def check_bcc(d: Diagnosis) -> bool:
 
 
 def check_headers(host: Host, d: Diagnosis) -> kheaders.Headers:
-    found = kheaders.resolve(
-        environ=host.environ, lib_modules=host.lib_modules, src=host.usr_src
-    )
+    found = kheaders.resolve(environ=host.environ, lib_modules=host.lib_modules, src=host.usr_src)
     d.facts["headers"] = {"kind": found.kind, "path": str(found.path) if found.path else None}
     status = {kheaders.MATCHING: OK, kheaders.USER: OK, kheaders.FALLBACK: OK}.get(found.kind, FAIL)
     fix = "" if found.usable else "apt-get install linux-headers-$(dpkg --print-architecture)"
@@ -264,9 +262,7 @@ def check_headers(host: Host, d: Diagnosis) -> kheaders.Headers:
     return found
 
 
-def check_program_types(
-    host: Host, d: Diagnosis, found: kheaders.Headers, btf: Btf | None
-) -> None:
+def check_program_types(host: Host, d: Diagnosis, found: kheaders.Headers, btf: Btf | None) -> None:
     from gmemtrace.probes import bcc_backend
 
     target = "kvm_gmem_fallocate"
@@ -318,4 +314,3 @@ def diagnose(host: Host | None = None) -> Diagnosis:
         d.add(Check("BPF program types", INFO, "not loaded: needs bcc, headers and tracefs"))
     check_functions(host, d, btf)
     return d
-

@@ -1,4 +1,4 @@
-"""Where gmemtrace's data files are: inside the installed package, or at the top of a source tree."""
+"""Where gmemtrace's data files are: in the installed package, or at the top of a checkout."""
 
 from __future__ import annotations
 

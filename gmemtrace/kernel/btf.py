@@ -90,7 +90,9 @@ class Btf:
 
     def _header(self, type_id: int) -> tuple[int, int, int, int]:
         """(name_off, kind, vlen, size_or_type) of a type."""
-        name_off, info, size_or_type = struct.unpack_from("<III", self._data, self._offsets[type_id])
+        name_off, info, size_or_type = struct.unpack_from(
+            "<III", self._data, self._offsets[type_id]
+        )
         return name_off, (info >> 24) & 0x1F, info & 0xFFFF, size_or_type
 
     @cached_property
@@ -119,7 +121,7 @@ class Btf:
 
     def _members(self, type_id: int) -> list[tuple[str, int, int, int]]:
         """(name, member type id, bit offset, bitfield size) of a struct or union."""
-        _, kind, vlen, _ = self._header(type_id)
+        _, _, vlen, _ = self._header(type_id)
         kind_flag = struct.unpack_from("<I", self._data, self._offsets[type_id] + 4)[0] >> 31
         out = []
         pos = self._offsets[type_id] + 12

@@ -135,12 +135,8 @@ class Sregs(ctypes.Structure):
 
 
 class Regs(ctypes.Structure):
-    _fields_ = [
-        (name, u64)
-        for name in (
-            "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
-        )
-    ]
+    _REGISTERS = "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags"
+    _fields_ = [(name, u64) for name in _REGISTERS.split()]
 
 
 class RunHeader(ctypes.Structure):

@@ -45,5 +45,7 @@ def ensure_mounted(
         check=False,
     )
     if result.returncode != 0:
-        return TracefsState(None, error=result.stderr.strip() or f"mount exited {result.returncode}")
+        return TracefsState(
+            None, error=result.stderr.strip() or f"mount exited {result.returncode}"
+        )
     return TracefsState(mountpoint, mounted_now=True)

@@ -24,12 +24,13 @@ BCC_FIX = "apt-get install python3-bpfcc (Debian's bcc; PyPI's 'bcc' is another 
 
 def import_bcc() -> ModuleType:
     """bcc from the environment, else straight from Debian's python3-bpfcc folder."""
-    if "bcc" in sys.modules:
-        return sys.modules["bcc"]
+    if (loaded := sys.modules.get("bcc")) is not None:
+        return loaded
     try:
         import bcc
 
-        return bcc
+        module: ModuleType = bcc
+        return module
     except ImportError:
         pass
     except Exception as err:  # libbcc.so missing or broken: bcc raises at import
@@ -93,7 +94,7 @@ def compile_program(
     bcc = import_bcc()
     cflags = [f"-D{name}={value}" for name, value in defines.items()]
     with _environment(headers.env):
-        return bcc.BPF(src_file=str(bpf_source(source)), cflags=cflags)
+        return bcc.BPF(src_file=str(bpf_source(source)).encode(), cflags=cflags)
 
 
 _ERRNO_NAMES = {
@@ -141,7 +142,7 @@ def check_program_type(kind: str, headers: Headers, target_function: str) -> Pro
         try:
             program = compile_program("selftest.c", defines, headers)
             if kind == "kprobe":
-                program.attach_kprobe(event=target_function, fn_name="check_kprobe")
+                program.attach_kprobe(event=target_function.encode(), fn_name=b"check_kprobe")
         except Exception as err:
             failure: BaseException | None = err
         else:

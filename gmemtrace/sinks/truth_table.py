@@ -49,7 +49,7 @@ def truth_table(truth: dict[str, Any]) -> RenderableType:
             Text(inode["init"], style="green" if inode["init"] == "shared" else "magenta"),
             *(str(inode["counts"][key]) for _, key in COLUMNS),
         )
-    lines = [table]
+    lines: list[RenderableType] = [table]
     for inode in truth["inodes"]:
         if conv := _conversion_results(inode):
             lines.append(Text(f"inode {inode['ino']} conversions: {conv}"))

@@ -1,4 +1,4 @@
-"""A small real VMM (ctypes over the KVM ioctls) that does guest_memfd work and records its ground truth."""
+"""A small real VMM (ctypes over the KVM ioctls) doing guest_memfd work, with its ground truth."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The workload's operations: each does the real thing on KVM and writes it into the ground truth."""
+"""The workload's operations: each does the real thing on KVM and records it in the ledger."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class Binding:
     slot: int
     base_gfn: int
     gmem: GuestMemfd
+    host: HostMapping
     first: int
     count: int
 
@@ -131,20 +132,26 @@ class Workload:
     def bind(self, slot: int, gpa: int, gmem: GuestMemfd, mapping: HostMapping) -> None:
         """Bind a memslot to the guest_memfd pages that `mapping` covers."""
         self.vm.bind(slot, gpa, gmem, mapping.offset_pages, mapping.npages, mapping)
-        binding = Binding(slot, gpa // PAGE_SIZE, gmem, mapping.offset_pages, mapping.npages)
+        binding = Binding(
+            slot, gpa // PAGE_SIZE, gmem, mapping, mapping.offset_pages, mapping.npages
+        )
         self.bindings.append(binding)
         ledger = self.truth[gmem.ino]
         ledger.memslots.append(
-            {"slot": slot, "base_gfn": binding.base_gfn, "first": binding.first,
-             "npages": binding.count}
+            {
+                "slot": slot,
+                "base_gfn": binding.base_gfn,
+                "first": binding.first,
+                "npages": binding.count,
+            }
         )
         ledger.log("bind", binding.first, binding.count, self.pid, slot=slot, gpa=gpa)
 
-    def locate(self, gfn: int) -> tuple[GuestMemfd, int]:
-        """The guest_memfd and page index behind guest frame `gfn`."""
+    def locate(self, gfn: int) -> tuple[Binding, int]:
+        """The memslot binding and guest_memfd page index behind guest frame `gfn`."""
         for b in self.bindings:
             if b.base_gfn <= gfn < b.base_gfn + b.count:
-                return b.gmem, gfn - b.base_gfn + b.first
+                return b, gfn - b.base_gfn + b.first
         raise GmemtraceError(f"guest page {gfn:#x} is not in a guest_memfd memslot", 2)
 
     def run_guest(self, gfns: list[int]) -> int:
@@ -161,12 +168,17 @@ class Workload:
         exit_ = self.vcpu.run()
         if exit_.reason != kvm.KVM_EXIT_HLT:
             raise GmemtraceError(f"vCPU stopped with exit reason {exit_.reason}, not HLT")
-        by_inode: dict[int, list[int]] = {}
+        by_binding: dict[int, tuple[Binding, list[int]]] = {}
         for gfn in gfns:
-            gmem, page = self.locate(gfn)
-            by_inode.setdefault(gmem.ino, []).append(page)
-        for ino, pages in by_inode.items():
-            self.truth[ino].guest_touch(pages, self.pid)
+            binding, page = self.locate(gfn)
+            by_binding.setdefault(binding.slot, (binding, []))[1].append(page)
+        for binding, pages in by_binding.values():
+            # Some kernels reach guest_memfd pages through the memslot's host
+            # mapping (GUP), which maps them there too: measured, not assumed.
+            mapped_by_kvm = binding.host.present() & set(pages)
+            self.truth[binding.gmem.ino].guest_touch(
+                pages, self.pid, id(binding.host), mapped_by_kvm
+            )
         return exit_.reason
 
     # --- conversions -------------------------------------------------------

@@ -24,7 +24,7 @@ class Params:
 
 
 def mixed(wl: Workload, p: Params) -> None:
-    """A bit of everything: host faults, punch, re-fault, fallocate, guest writes, SIGBUS, conversions."""
+    """A bit of everything: faults, punch, re-fault, fallocate, guest writes, SIGBUS, conversion."""
     pages = p.pages or 64
     shared = wl.guest_memfd(pages, MMAP | INIT_SHARED)
     host = wl.map(shared)
@@ -105,7 +105,8 @@ def guest_driven(wl: Workload, p: Params) -> None:
         if r + 1 < (p.rounds or 2):
             wl.punch(gmem, 0, pages // 2)
     wl.facts["guest_writes_seen"] = all(
-        wl.host_read(host, page) == guest.marker(page).to_bytes(2, "little") for page in range(pages)
+        wl.host_read(host, page) == guest.marker(page).to_bytes(2, "little")
+        for page in range(pages)
     )
 
 

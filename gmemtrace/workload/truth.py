@@ -1,4 +1,4 @@
-"""Ground truth: what the workload did to each guest_memfd, and what the kernel must therefore have done.
+"""Ground truth: what the workload did to each guest_memfd, and so what the kernel did.
 
 The ledger follows the kernel's state per page (in the page cache, mapped by
 each host mapping, mapped by the guest) so that every operation turns into the
@@ -92,15 +92,27 @@ class InodeTruth:
         self.counts["host_faults_refused"] += 1
         self.log("host_fault_refused", page, 1, pid, signal="SIGBUS")
 
-    def guest_touch(self, pages: list[int], pid: int) -> None:
+    def guest_touch(
+        self, pages: list[int], pid: int, mapping: int = 0, mapped_by_kvm: set[int] | None = None
+    ) -> None:
+        """The guest accessed `pages`; KVM may have mapped `mapped_by_kvm` in host `mapping`."""
         wanted = set(pages)
         faulted = wanted - self.guest_mapped
         self.guest_mapped |= faulted
         self.counts["guest_faults"] += len(faulted)
         allocated = self._allocate(faulted)
+        host_mapped = mapped_by_kvm or set()
+        self.host_mapped.setdefault(mapping, set()).update(host_mapped)
         first = min(pages)
-        self.log("guest_touch", first, max(pages) - first + 1, pid, faults=len(faulted),
-                 allocated=allocated)
+        self.log(
+            "guest_touch",
+            first,
+            max(pages) - first + 1,
+            pid,
+            faults=len(faulted),
+            allocated=allocated,
+            host_mapped_by_kvm=len(host_mapped),
+        )
 
     def zap(self, mapping: int, first: int, count: int, pid: int) -> None:
         """MADV_DONTNEED on a host mapping: its PTEs go, the pages stay."""
@@ -122,8 +134,9 @@ class InodeTruth:
         self.counts["hole_punches"] += 1
         self.log("punch", first, count, pid, freed=len(freed))
 
-    def convert(self, first: int, count: int, to_private: bool, interface: str, err: int,
-                pid: int) -> None:
+    def convert(
+        self, first: int, count: int, to_private: bool, interface: str, err: int, pid: int
+    ) -> None:
         self.counts["conversion_attempts"] += 1
         if err == 0:
             target = PRIVATE if to_private else SHARED
@@ -132,8 +145,15 @@ class InodeTruth:
             if to_private:  # the host loses its mappings of pages turned private
                 for mapped in self.host_mapped.values():
                     mapped.difference_update(range(first, first + count))
-        self.log("convert", first, count, pid, to=PRIVATE if to_private else SHARED,
-                 interface=interface, errno=err)
+        self.log(
+            "convert",
+            first,
+            count,
+            pid,
+            to=PRIVATE if to_private else SHARED,
+            interface=interface,
+            errno=err,
+        )
 
     def release(self, pid: int) -> None:
         """Last reference gone: the page cache is emptied."""

@@ -7,6 +7,7 @@ import ctypes.util
 import errno
 import mmap
 import os
+import struct
 from dataclasses import dataclass, field
 
 from gmemtrace.errors import GmemtraceError
@@ -71,15 +72,21 @@ class HostMapping:
 
     def zap(self, first: int, count: int) -> None:
         """MADV_DONTNEED: drop the page table entries; the pages stay in the guest_memfd."""
-        _check(
-            _libc.madvise(self.address(first), count * PAGE_SIZE, mmap.MADV_DONTNEED), "madvise"
-        )
+        _check(_libc.madvise(self.address(first), count * PAGE_SIZE, mmap.MADV_DONTNEED), "madvise")
 
     def resident(self) -> list[bool]:
         """mincore(): which pages of the mapping are in the guest_memfd's page cache."""
         vec = ctypes.create_string_buffer(self.npages)
         _check(_libc.mincore(self.addr, self.npages * PAGE_SIZE, vec), "mincore")
         return [bool(b & 1) for b in vec.raw]
+
+    def present(self) -> set[int]:
+        """Page indexes whose page table entry is present in this process (/proc/self/pagemap)."""
+        with open("/proc/self/pagemap", "rb") as pagemap:
+            pagemap.seek(self.addr // PAGE_SIZE * 8)
+            raw = pagemap.read(self.npages * 8)
+        entries = struct.unpack(f"<{self.npages}Q", raw)
+        return {self.offset_pages + i for i, entry in enumerate(entries) if entry >> 63}
 
     def unmap(self) -> None:
         if self.addr:
@@ -196,7 +203,9 @@ class Vm:
 
     def add_anonymous_slot(self, slot: int, gpa: int, size: int) -> int:
         """A memslot of plain anonymous memory (for guest code); returns its host address."""
-        addr = _map(size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS, -1, 0)
+        addr = _map(
+            size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS, -1, 0
+        )
         self._anon.append((addr, size))
         region = kvm.UserspaceMemoryRegion2(
             slot=slot, guest_phys_addr=gpa, memory_size=size, userspace_addr=addr
@@ -228,7 +237,9 @@ class Vm:
             )
         ]
         if gpa is not None:
-            vm_wide = kvm.MemoryAttributes(address=gpa, size=count * PAGE_SIZE, attributes=attributes)
+            vm_wide = kvm.MemoryAttributes(
+                address=gpa, size=count * PAGE_SIZE, attributes=attributes
+            )
             attempts.append(
                 ConversionAttempt(
                     "KVM_SET_MEMORY_ATTRIBUTES",

@@ -1,0 +1,1 @@
+"""gmemtrace benchmarks: `make bench` (python -m benchmarks)."""

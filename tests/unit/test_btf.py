@@ -1,0 +1,128 @@
+"""The BTF reader finds functions and member offsets, through anonymous members and typedefs."""
+
+import struct
+
+import pytest
+
+from gmemtrace.kernel.btf import (
+    KIND_FUNC,
+    KIND_INT,
+    KIND_PTR,
+    KIND_STRUCT,
+    KIND_TYPEDEF,
+    KIND_UNION,
+    Btf,
+    BtfError,
+)
+
+
+class BtfBuilder:
+    """Writes a minimal BTF blob: enough kinds to exercise the reader."""
+
+    def __init__(self) -> None:
+        self.strings = bytearray(b"\0")
+        self.types = bytearray()
+        self.count = 0
+
+    def name(self, text: str) -> int:
+        if not text:
+            return 0
+        off = len(self.strings)
+        self.strings += text.encode() + b"\0"
+        return off
+
+    def _add(
+        self,
+        name: str,
+        kind: int,
+        vlen: int,
+        size_or_type: int,
+        tail: bytes = b"",
+        kind_flag: int = 0,
+    ) -> int:
+        info = (kind_flag << 31) | (kind << 24) | vlen
+        self.types += struct.pack("<III", self.name(name), info, size_or_type) + tail
+        self.count += 1
+        return self.count
+
+    def int_(self, name: str, size: int) -> int:
+        return self._add(name, KIND_INT, 0, size, struct.pack("<I", size * 8))
+
+    def ptr(self, target: int) -> int:
+        return self._add("", KIND_PTR, 0, target)
+
+    def typedef(self, name: str, target: int) -> int:
+        return self._add(name, KIND_TYPEDEF, 0, target)
+
+    def func(self, name: str) -> int:
+        return self._add(name, KIND_FUNC, 0, 0)
+
+    def record(
+        self,
+        name: str,
+        size: int,
+        members: list[tuple[str, int, int]],
+        union: bool = False,
+        bitfields: bool = False,
+    ) -> int:
+        tail = b"".join(struct.pack("<III", self.name(n), t, off) for n, t, off in members)
+        kind = KIND_UNION if union else KIND_STRUCT
+        return self._add(name, kind, len(members), size, tail, int(bitfields))
+
+    def blob(self) -> bytes:
+        header = struct.pack(
+            "<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types), len(self.types), len(self.strings)
+        )
+        return header + bytes(self.types) + bytes(self.strings)
+
+
+@pytest.fixture
+def btf() -> Btf:
+    b = BtfBuilder()
+    u64 = b.int_("u64", 8)
+    u32 = b.int_("u32", 4)
+    pgoff_t = b.typedef("pgoff_t", u64)
+    inner = b.record("", 16, [("file", b.ptr(u64), 0), ("pgoff", pgoff_t, 64)])
+    anon_union = b.record("", 8, [("a", u64, 0), ("b", u32, 0)], union=True)
+    b.record(
+        "slot",
+        48,
+        [("base_gfn", u64, 0), ("gmem", inner, 64), ("", anon_union, 192), ("id", u32, 256)],
+    )
+    b.record("flags", 4, [("lo", u32, 3 | (5 << 24))], bitfields=True)
+    b.func("kvm_gmem_get_pfn")
+    b.func("__kvm_gmem_invalidate_begin")
+    b.func("vfs_read")
+    return Btf(b.blob())
+
+
+def test_member_offsets_nested_and_anonymous(btf: Btf) -> None:
+    assert btf.member("slot", "base_gfn").offset_bytes == 0
+    assert btf.member("slot", "gmem.pgoff").offset_bytes == 16
+    assert btf.member("slot", "b").offset_bytes == 24  # inside an anonymous union
+    assert btf.member("slot", "id").offset_bytes == 32
+    assert btf.struct_size("slot") == 48
+
+
+def test_bitfield_members_report_bit_size(btf: Btf) -> None:
+    member = btf.member("flags", "lo")
+    assert member.bitfield_bits == 5
+    assert member.offset_bytes == 0
+
+
+def test_functions_by_substring(btf: Btf) -> None:
+    assert btf.functions("kvm_gmem") == ["__kvm_gmem_invalidate_begin", "kvm_gmem_get_pfn"]
+    assert btf.has_function("vfs_read")
+    assert not btf.has_function("kvm_gmem_fault")
+
+
+def test_missing_struct_and_member_are_clear_errors(btf: Btf) -> None:
+    with pytest.raises(BtfError, match="struct nope is not in"):
+        btf.member("nope", "x")
+    with pytest.raises(BtfError, match=r"has no member gmem\.nope"):
+        btf.member("slot", "gmem.nope")
+
+
+def test_bad_magic_is_rejected() -> None:
+    with pytest.raises(BtfError, match="bad magic"):
+        Btf(b"\0" * 64)
