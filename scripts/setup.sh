@@ -22,8 +22,14 @@ if [[ $(id -u) -eq 0 ]] && command -v dpkg-query >/dev/null; then
     done
     if ((${#missing[@]})); then
         say "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        log=$(mktemp)
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+            cat "$log" >&2
+            echo "setup: apt-get failed installing ${missing[*]}" >&2
+            exit 1
+        fi
+        rm -f "$log"
     fi
 else
     say "not root: skipping Debian packages (gmemtrace doctor says what is missing)"
