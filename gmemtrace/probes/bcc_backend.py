@@ -16,7 +16,7 @@ from typing import Any
 
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel.headers import Headers
-from gmemtrace.paths import bpf_source
+from gmemtrace.paths import bpf_dir, bpf_source
 
 DEBIAN_BCC = Path("/usr/lib/python3/dist-packages/bcc")
 BCC_FIX = "apt-get install python3-bpfcc (Debian's bcc; PyPI's 'bcc' is another package)"
@@ -92,7 +92,7 @@ def compile_program(
 ) -> Any:  # a bcc.BPF: bcc has no type information
     """Compile and load `bpf/<source>` with -D`defines`; bcc attaches its auto-probes."""
     bcc = import_bcc()
-    cflags = [f"-D{name}={value}" for name, value in defines.items()]
+    cflags = [f"-I{bpf_dir()}", *(f"-D{name}={value}" for name, value in defines.items())]
     with _environment(headers.env):
         return bcc.BPF(src_file=str(bpf_source(source)).encode(), cflags=cflags)
 

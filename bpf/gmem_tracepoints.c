@@ -1,0 +1,590 @@
+/* gmemtrace, tracepoint tier: guest_memfd activity from stable tracepoints.
+ *
+ * Works on any kernel with BTF and the syscalls/filemap/exceptions/signal
+ * tracepoints. Attribution happens here, in the kernel:
+ *  - fd -> inode through the task's fd table (offsets from BTF, as -D OFF_*);
+ *  - host fault address -> (inode, page index) through an LPM trie of the
+ *    guest_memfd mappings, keyed by address space id and address; mappings
+ *    are inserted at mmap/mremap exit, so the first touch is never missed;
+ *  - a SIGBUS (BUS_ADRERR) right after a guest_memfd fault of the same thread
+ *    is that fault refused;
+ *  - a page entering a guest_memfd while its thread is inside KVM_RUN is a
+ *    guest fault (the only guest faults visible without function probes).
+ *
+ * Defines from gmemtrace/probes/tracepoints.py: OFF_* (BTF), RINGBUF_PAGES,
+ * and the ioctl numbers (CMD_*).
+ */
+#include <uapi/linux/ptrace.h>
+#include "gmem_event.h"
+
+#define PAGE_SHIFT_ 12
+#define SIGBUS_ 7
+#define BUS_ADRERR_ 2
+#define FALLOC_FL_PUNCH_HOLE_ 0x02
+#define KVM_MEM_GUEST_MEMFD_ (1 << 2)
+#define KVM_MEMORY_ATTRIBUTE_PRIVATE_ (1ULL << 3)
+#define PENDING_FAULT_NS 50000000ULL
+#define ADDR_BITS 48 /* user address space of x86-64 4-level paging */
+#define BPF_RB_NO_WAKEUP_ 1
+#define KVM_EXIT_MEMORY_FAULT_ 39
+
+/* Which syscall a stashed call belongs to. */
+#define CALL_IOCTL 1
+#define CALL_FALLOCATE 2
+#define CALL_MMAP 3
+#define CALL_MREMAP 4
+
+struct config {
+    u32 trace_all;   /* no pid filter: every process is a target */
+    u32 stream_hot;  /* stream each fault and page event, not only counters */
+    u32 next_asid;   /* address space ids handed out at exec */
+    u32 pad;
+};
+
+struct vma_key {
+    u32 prefixlen;
+    u32 asid_be;
+    u64 addr_be;
+};
+
+struct vma_val {
+    u64 start;
+    u64 ino;
+    u64 pgoff;
+};
+
+struct pending_fault {
+    u64 ts;
+    u64 ino;
+    u64 index;
+    u64 addr;
+};
+
+struct call {
+    u64 ts;
+    u32 kind;
+    u32 cmd;
+    u64 ino;
+    u64 a[6];
+};
+
+struct counters {
+    u64 host_faults;
+    u64 host_faults_refused;
+    u64 guest_faults;
+    u64 pages_allocated;
+    u64 pages_freed;
+};
+
+BPF_ARRAY(config, struct config, 1);
+BPF_HASH(targets, u32, u32, 65536);          /* tgid -> address space id */
+BPF_HASH(gmem_inodes, u64, u64, 65536);      /* ino -> s_dev (kernel encoding) */
+BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
+BPF_HASH(pending, u32, struct pending_fault, 16384);  /* tid -> last gmem fault */
+BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
+BPF_HASH(in_run, u32, u8, 16384);            /* tid inside KVM_RUN */
+BPF_HASH(inode_counters, u64, struct counters, 65536);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+static __always_inline struct config *cfg(void)
+{
+    u32 zero = 0;
+    return config.lookup(&zero);
+}
+
+/* The address space id of a traced process; 0 when it is not traced. */
+static __always_inline u32 traced_asid(u32 tgid)
+{
+    u32 *asid = targets.lookup(&tgid);
+    if (asid)
+        return *asid;
+    struct config *c = cfg();
+    return (c && c->trace_all) ? tgid : 0;
+}
+
+static __always_inline void emit(u16 kind, u16 flags, s32 result, u64 ino, u64 first,
+                                 u64 count, u64 arg, u64 arg2)
+{
+    struct gmem_event e = {};
+    u64 id = bpf_get_current_pid_tgid();
+    e.ts_ns = bpf_ktime_get_ns();
+    e.pid = id >> 32;
+    e.tid = (u32)id;
+    e.kind = kind;
+    e.flags = flags;
+    e.result = result;
+    e.ino = ino;
+    e.first = first;
+    e.count = count;
+    e.arg = arg;
+    e.arg2 = arg2;
+    bpf_get_current_comm(&e.comm, sizeof(e.comm));
+    if (events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP_) < 0) {
+        u32 zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n)
+            (*n)++;
+    }
+}
+
+static __always_inline struct counters *counters_of(u64 ino)
+{
+    struct counters zero = {};
+    return inode_counters.lookup_or_try_init(&ino, &zero);
+}
+
+/* The struct file behind fd in the current task, or NULL. */
+static __always_inline void *fd_file(u64 fd)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *files = NULL, *fdt = NULL, *file = NULL;
+    void **fd_array = NULL;
+    unsigned int max_fds = 0;
+
+    bpf_probe_read_kernel(&files, sizeof(files), task + OFF_TASK_FILES);
+    if (!files)
+        return NULL;
+    bpf_probe_read_kernel(&fdt, sizeof(fdt), files + OFF_FILES_FDT);
+    if (!fdt)
+        return NULL;
+    bpf_probe_read_kernel(&max_fds, sizeof(max_fds), fdt + OFF_FDTABLE_MAX_FDS);
+    if (fd >= max_fds)
+        return NULL;
+    bpf_probe_read_kernel(&fd_array, sizeof(fd_array), fdt + OFF_FDTABLE_FD);
+    if (!fd_array)
+        return NULL;
+    bpf_probe_read_kernel(&file, sizeof(file), fd_array + fd);
+    return file;
+}
+
+struct inode_id {
+    u64 ino;
+    u64 dev;
+    u64 size;
+};
+
+static __always_inline int file_inode_id(void *file, struct inode_id *id)
+{
+    void *inode = NULL, *sb = NULL;
+    u32 dev = 0;
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&inode, sizeof(inode), file + OFF_FILE_F_INODE);
+    if (!inode)
+        return 0;
+    bpf_probe_read_kernel(&id->ino, sizeof(id->ino), inode + OFF_INODE_I_INO);
+    bpf_probe_read_kernel(&id->size, sizeof(id->size), inode + OFF_INODE_I_SIZE);
+    bpf_probe_read_kernel(&sb, sizeof(sb), inode + OFF_INODE_I_SB);
+    if (sb)
+        bpf_probe_read_kernel(&dev, sizeof(dev), sb + OFF_SUPER_BLOCK_S_DEV);
+    id->dev = dev;
+    return 1;
+}
+
+/* The guest_memfd inode behind fd, or 0 when fd is something else. */
+static __always_inline u64 gmem_ino_of_fd(u64 fd)
+{
+    struct inode_id id = {};
+    if (!file_inode_id(fd_file(fd), &id))
+        return 0;
+    u64 *dev = gmem_inodes.lookup(&id.ino);
+    return (dev && *dev == id.dev) ? id.ino : 0;
+}
+
+static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_val *val)
+{
+    struct vma_key key = {
+        .prefixlen = 32 + 64 - bits,
+        .asid_be = __builtin_bswap32(asid),
+        .addr_be = __builtin_bswap64(addr),
+    };
+    gmem_vmas.update(&key, val);
+}
+
+/* Cover the page-aligned [start, end) with aligned power-of-two blocks: first
+ * the blocks that bring start up to a higher alignment, then the largest ones
+ * that still fit. gmemtrace/probes/vmas.py:blocks() is the same algorithm; the
+ * shifts are loop constants so that the verifier can prune. */
+static __always_inline void map_range(u32 asid, u64 start, u64 end, u64 ino, u64 pgoff)
+{
+    struct vma_val val = {.start = start, .ino = ino, .pgoff = pgoff};
+    u64 addr = start;
+    for (int bits = PAGE_SHIFT_; bits < ADDR_BITS; bits++) {
+        if ((addr & (1ULL << bits)) && addr + (1ULL << bits) <= end) {
+            put_block(asid, addr, bits, &val);
+            addr += 1ULL << bits;
+        }
+    }
+    for (int bits = ADDR_BITS - 1; bits >= PAGE_SHIFT_; bits--) {
+        if (addr + (1ULL << bits) <= end) {
+            put_block(asid, addr, bits, &val);
+            addr += 1ULL << bits;
+        }
+    }
+}
+
+static __always_inline struct vma_val *lookup_vma(u32 asid, u64 addr)
+{
+    struct vma_key key = {
+        .prefixlen = 96, .asid_be = __builtin_bswap32(asid), .addr_be = __builtin_bswap64(addr)};
+    struct vma_val *val = gmem_vmas.lookup(&key);
+    return (val && val->ino) ? val : NULL;
+}
+
+/* --- host faults ---------------------------------------------------------- */
+
+TRACEPOINT_PROBE(exceptions, page_fault_user)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 asid = traced_asid(id >> 32);
+    if (!asid)
+        return 0;
+    u64 addr = args->address;
+    struct vma_val *vma = lookup_vma(asid, addr);
+    if (!vma)
+        return 0;
+    u32 tid = (u32)id;
+    struct pending_fault p = {
+        .ts = bpf_ktime_get_ns(),
+        .ino = vma->ino,
+        .index = vma->pgoff + ((addr - vma->start) >> PAGE_SHIFT_),
+        .addr = addr,
+    };
+    pending.update(&tid, &p);
+    struct counters *c = counters_of(p.ino);
+    if (c)
+        __sync_fetch_and_add(&c->host_faults, 1);
+    struct config *conf = cfg();
+    if (conf && conf->stream_hot)
+        emit(EV_HOST_FAULT, args->error_code & 0xffff, 0, p.ino, p.index, 1, addr, asid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(signal, signal_generate)
+{
+    if (args->sig != SIGBUS_ || args->code != BUS_ADRERR_)
+        return 0;
+    u32 tid = args->pid;
+    struct pending_fault *p = pending.lookup(&tid);
+    if (!p)
+        return 0;
+    struct pending_fault fault = *p;
+    pending.delete(&tid);
+    if (bpf_ktime_get_ns() - fault.ts > PENDING_FAULT_NS)
+        return 0;
+    struct counters *c = counters_of(fault.ino);
+    if (c) {
+        __sync_fetch_and_add(&c->host_faults_refused, 1);
+        __sync_fetch_and_add(&c->host_faults, -1);
+    }
+    emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
+    return 0;
+}
+
+/* --- pages entering and leaving guest_memfds -------------------------------- */
+
+static __always_inline int is_gmem_page(u64 ino, u64 dev)
+{
+    u64 *known = gmem_inodes.lookup(&ino);
+    return known && *known == dev;
+}
+
+TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
+{
+    u64 ino = args->i_ino;
+    if (!is_gmem_page(ino, args->s_dev))
+        return 0;
+    u64 count = 1ULL << args->order;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    int guest = in_run.lookup(&tid) != NULL;
+    struct counters *c = counters_of(ino);
+    if (c) {
+        __sync_fetch_and_add(&c->pages_allocated, count);
+        if (guest)
+            __sync_fetch_and_add(&c->guest_faults, count);
+    }
+    struct config *conf = cfg();
+    if (!conf || !conf->stream_hot)
+        return 0;
+    if (guest)
+        emit(EV_GUEST_FAULT, 0, 0, ino, args->index, count, 0, 0);
+    emit(EV_ALLOC, 0, 0, ino, args->index, count, args->pfn, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(filemap, mm_filemap_delete_from_page_cache)
+{
+    u64 ino = args->i_ino;
+    if (!is_gmem_page(ino, args->s_dev))
+        return 0;
+    u64 count = 1ULL << args->order;
+    struct counters *c = counters_of(ino);
+    if (c)
+        __sync_fetch_and_add(&c->pages_freed, count);
+    struct config *conf = cfg();
+    if (conf && conf->stream_hot)
+        emit(EV_FREE, 0, 0, ino, args->index, count, args->pfn, 0);
+    return 0;
+}
+
+/* --- ioctls: creation, memslots, conversions, KVM_RUN ------------------------ */
+
+static __always_inline int gmem_fd_cmd(u32 cmd)
+{
+    return cmd == CMD_SET_MEMORY_ATTRIBUTES2 || cmd == CMD_GMEM_CONVERT_SHARED ||
+           cmd == CMD_GMEM_CONVERT_PRIVATE;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!traced_asid(id >> 32))
+        return 0;
+    u32 tid = (u32)id;
+    u32 cmd = args->cmd;
+    if (cmd == CMD_KVM_RUN) {
+        u8 one = 1;
+        in_run.update(&tid, &one);
+        return 0;
+    }
+    if (cmd != CMD_CREATE_GUEST_MEMFD && cmd != CMD_SET_USER_MEMORY_REGION2 &&
+        cmd != CMD_SET_MEMORY_ATTRIBUTES && !gmem_fd_cmd(cmd))
+        return 0;
+    struct call c = {.ts = bpf_ktime_get_ns(), .kind = CALL_IOCTL, .cmd = cmd};
+    bpf_probe_read_user(&c.a, sizeof(c.a), (void *)args->arg);
+    if (gmem_fd_cmd(cmd))
+        c.ino = gmem_ino_of_fd(args->fd);
+    else if (cmd == CMD_SET_USER_MEMORY_REGION2)
+        c.ino = gmem_ino_of_fd((u32)c.a[5]); /* guest_memfd, at byte 40 */
+    calls.update(&tid, &c);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    in_run.delete(&tid);
+    struct call *p = calls.lookup(&tid);
+    if (!p || p->kind != CALL_IOCTL)
+        return 0;
+    struct call c = *p;
+    calls.delete(&tid);
+    s32 ret = args->ret;
+    s32 result = ret < 0 ? ret : 0;
+    u64 latency = bpf_ktime_get_ns() - c.ts;
+
+    if (c.cmd == CMD_CREATE_GUEST_MEMFD) {
+        struct inode_id inode = {};
+        if (ret >= 0 && file_inode_id(fd_file(ret), &inode))
+            gmem_inodes.update(&inode.ino, &inode.dev);
+        /* args: size, flags */
+        emit(EV_CREATE, 0, result, inode.ino, 0, c.a[0] >> PAGE_SHIFT_, c.a[1], inode.dev);
+    } else if (c.cmd == CMD_SET_USER_MEMORY_REGION2) {
+        /* slot | flags << 32, gpa, size, userspace_addr, guest_memfd_offset, guest_memfd */
+        if ((c.a[0] >> 32) & KVM_MEM_GUEST_MEMFD_)
+            emit(EV_BIND, 0, result, c.ino, c.a[4] >> PAGE_SHIFT_, c.a[2] >> PAGE_SHIFT_,
+                 c.a[1], (u32)c.a[0]);
+    } else {
+        /* offset or gpa, size, attributes (none for KVM_GMEM_CONVERT_*) */
+        u16 flags;
+        if (c.cmd == CMD_SET_MEMORY_ATTRIBUTES)
+            flags = CONV_IFACE_VM_ATTRIBUTES;
+        else if (c.cmd == CMD_SET_MEMORY_ATTRIBUTES2)
+            flags = CONV_IFACE_ATTRIBUTES2;
+        else
+            flags = CONV_IFACE_GMEM_CONVERT;
+        int to_private = c.cmd == CMD_GMEM_CONVERT_PRIVATE ||
+                         (c.cmd != CMD_GMEM_CONVERT_SHARED &&
+                          (c.a[2] & KVM_MEMORY_ATTRIBUTE_PRIVATE_));
+        if (to_private)
+            flags |= CONV_TO_PRIVATE;
+        if (c.cmd != CMD_SET_MEMORY_ATTRIBUTES && !c.ino)
+            return 0; /* the same ioctl numbers on something that is not a guest_memfd */
+        emit(EV_CONVERT, flags, result, c.ino, c.a[0] >> PAGE_SHIFT_,
+             (c.a[1] + 4095) >> PAGE_SHIFT_, c.a[0], latency);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
+{
+    if (args->reason != KVM_EXIT_MEMORY_FAULT_)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (!traced_asid(id >> 32))
+        return 0;
+    emit(EV_MEMORY_FAULT_EXIT, 0, args->errno, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+/* --- fallocate: allocation and hole punching ------------------------------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fallocate)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!traced_asid(id >> 32))
+        return 0;
+    u64 ino = gmem_ino_of_fd(args->fd);
+    if (!ino)
+        return 0;
+    u32 tid = (u32)id;
+    struct call c = {.ts = bpf_ktime_get_ns(), .kind = CALL_FALLOCATE, .ino = ino};
+    c.a[0] = args->mode;
+    c.a[1] = args->offset;
+    c.a[2] = args->len;
+    calls.update(&tid, &c);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_fallocate)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct call *p = calls.lookup(&tid);
+    if (!p || p->kind != CALL_FALLOCATE)
+        return 0;
+    struct call c = *p;
+    calls.delete(&tid);
+    s32 ret = args->ret;
+    u16 kind = (c.a[0] & FALLOC_FL_PUNCH_HOLE_) ? EV_PUNCH : EV_FALLOCATE;
+    u64 first = c.a[1] >> PAGE_SHIFT_;
+    u64 end = (c.a[1] + c.a[2] + 4095) >> PAGE_SHIFT_;
+    emit(kind, c.a[0], ret < 0 ? ret : 0, c.ino, first, end - first, bpf_ktime_get_ns() - c.ts,
+         0);
+    return 0;
+}
+
+/* --- mappings: mmap, munmap, mremap, fork, exec ---------------------------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!traced_asid(id >> 32) || (s64)args->fd < 0)
+        return 0;
+    u64 ino = gmem_ino_of_fd(args->fd);
+    if (!ino)
+        return 0;
+    u32 tid = (u32)id;
+    struct call c = {.kind = CALL_MMAP, .ino = ino};
+    c.a[0] = args->len;
+    c.a[1] = args->off;
+    calls.update(&tid, &c);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mmap)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct call *p = calls.lookup(&tid);
+    if (!p || p->kind != CALL_MMAP)
+        return 0;
+    struct call c = *p;
+    calls.delete(&tid);
+    long ret = args->ret;
+    u64 pages = (c.a[0] + 4095) >> PAGE_SHIFT_;
+    u32 asid = traced_asid(id >> 32);
+    if (ret < 0 && ret > -4096) {
+        emit(EV_MMAP, 0, ret, c.ino, c.a[1] >> PAGE_SHIFT_, pages, 0, asid);
+        return 0;
+    }
+    map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.a[1] >> PAGE_SHIFT_);
+    emit(EV_MMAP, 0, 0, c.ino, c.a[1] >> PAGE_SHIFT_, pages, ret, asid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_munmap)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 asid = traced_asid(id >> 32);
+    if (!asid || !args->len)
+        return 0;
+    u64 addr = args->addr;
+    u64 last = addr + args->len - 1;
+    struct vma_val *vma = lookup_vma(asid, addr);
+    if (!vma)
+        vma = lookup_vma(asid, last);
+    if (!vma)
+        return 0;
+    emit(EV_MUNMAP, 0, 0, vma->ino, 0, (args->len + 4095) >> PAGE_SHIFT_, addr, asid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mremap)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 asid = traced_asid(id >> 32);
+    if (!asid)
+        return 0;
+    struct vma_val *vma = lookup_vma(asid, args->addr);
+    if (!vma)
+        return 0;
+    u32 tid = (u32)id;
+    struct call c = {.kind = CALL_MREMAP, .ino = vma->ino};
+    c.a[0] = args->old_len;
+    c.a[1] = args->new_len;
+    c.a[2] = vma->pgoff + ((args->addr - vma->start) >> PAGE_SHIFT_);
+    c.a[3] = args->addr;
+    calls.update(&tid, &c);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mremap)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct call *p = calls.lookup(&tid);
+    if (!p || p->kind != CALL_MREMAP)
+        return 0;
+    struct call c = *p;
+    calls.delete(&tid);
+    long ret = args->ret;
+    if (ret < 0 && ret > -4096)
+        return 0;
+    u32 asid = traced_asid(id >> 32);
+    u64 pages = (c.a[1] + 4095) >> PAGE_SHIFT_;
+    map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.a[2]);
+    /* The old range goes, the new one comes: two events for the collector. */
+    emit(EV_MUNMAP, 0, 0, c.ino, 0, (c.a[0] + 4095) >> PAGE_SHIFT_, c.a[3], asid);
+    emit(EV_MREMAP, 0, 0, c.ino, c.a[2], pages, ret, asid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 asid = traced_asid(bpf_get_current_pid_tgid() >> 32);
+    if (!asid)
+        return 0;
+    /* The child starts with a copy of the parent's mappings: it shares its
+     * address space id until it execs. Threads land here too, harmlessly. */
+    u32 child = args->child_pid;
+    targets.update(&child, &asid);
+    emit(EV_FORK, 0, 0, 0, 0, 0, child, asid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!traced_asid(tgid))
+        return 0;
+    struct config *c = cfg();
+    if (!c)
+        return 0;
+    /* Not atomic: bcc's target has no fetching atomics, and two execs racing
+     * here would only make two processes share an id. */
+    u32 asid = c->next_asid;
+    c->next_asid = asid + 1;
+    targets.update(&tgid, &asid);
+    emit(EV_EXEC, 0, 0, 0, 0, 0, 0, asid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    pending.delete(&tid);
+    calls.delete(&tid);
+    in_run.delete(&tid);
+    return 0;
+}

@@ -1,0 +1,170 @@
+"""The tracepoint tier: loads bpf/gmem_tracepoints.c and turns it into event batches."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Any
+
+import numpy as np
+
+from gmemtrace.events import EVENT_DTYPE, Kind
+from gmemtrace.kernel import kvm
+from gmemtrace.kernel.btf import Btf
+from gmemtrace.kernel.headers import Headers
+from gmemtrace.kernel.offsets import offset_defines
+from gmemtrace.kernel.procfs import descendants, gmem_files, gmem_mappings
+from gmemtrace.probes.bcc_backend import compile_program
+from gmemtrace.probes.ringbuf import RingReader
+from gmemtrace.probes.vmas import Vma, VmaTable
+
+SOURCE = "gmem_tracepoints.c"
+FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
+DISCOVERED = 0x1  # CREATE/MMAP flag: found in /proc at attach, not seen happening
+
+IOCTLS = {
+    "CMD_KVM_RUN": kvm.KVM_RUN,
+    "CMD_CREATE_GUEST_MEMFD": kvm.KVM_CREATE_GUEST_MEMFD,
+    "CMD_SET_USER_MEMORY_REGION2": kvm.KVM_SET_USER_MEMORY_REGION2,
+    "CMD_SET_MEMORY_ATTRIBUTES": kvm.KVM_SET_MEMORY_ATTRIBUTES,
+    "CMD_SET_MEMORY_ATTRIBUTES2": kvm.KVM_SET_MEMORY_ATTRIBUTES2,
+    "CMD_GMEM_CONVERT_SHARED": kvm.KVM_GMEM_CONVERT_SHARED,
+    "CMD_GMEM_CONVERT_PRIVATE": kvm.KVM_GMEM_CONVERT_PRIVATE,
+}
+
+
+def program_defines(btf: Btf, ringbuf_pages: int) -> dict[str, str | int]:
+    defines: dict[str, str | int] = {f"{k}": f"{v:#x}U" for k, v in IOCTLS.items()}
+    defines.update(offset_defines(btf))
+    defines["RINGBUF_PAGES"] = ringbuf_pages
+    return defines
+
+
+def _be(value: int, size: int) -> int:
+    """The integer whose little-endian bytes are `value` in big-endian (LPM keys)."""
+    return int.from_bytes(value.to_bytes(size, "big"), "little")
+
+
+class TracepointSource:
+    """Attached tracepoint programs for a set of target pids (or every process)."""
+
+    def __init__(
+        self,
+        headers: Headers,
+        btf: Btf,
+        pids: list[int] | None = None,
+        stream_hot: bool = True,
+        ringbuf_pages: int = 4096,
+    ) -> None:
+        self.bpf: Any = compile_program(SOURCE, program_defines(btf, ringbuf_pages), headers)
+        try:
+            table = self.bpf["config"]
+            conf = table[ctypes.c_int(0)]
+            conf.trace_all = 0 if pids else 1
+            conf.stream_hot = 1 if stream_hot else 0
+            conf.next_asid = FIRST_EXEC_ASID
+            table[ctypes.c_int(0)] = conf
+            self.vmas = VmaTable(self._write_block)
+            self.ring = RingReader(self.bpf["events"].map_fd, ringbuf_pages * 4096, EVENT_DTYPE)
+            self.pids = descendants(pids) if pids else []
+            targets = self.bpf["targets"]
+            for pid in self.pids:
+                targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(pid)
+            self._discovered = self._discover()
+        except BaseException:
+            self.bpf.cleanup()
+            raise
+
+    def _write_block(self, asid: int, addr: int, bits: int, vma: Vma | None) -> None:
+        table = self.bpf["gmem_vmas"]
+        key = table.Key(96 - bits, _be(asid, 4), _be(addr, 8))
+        if vma is None:
+            try:
+                del table[key]
+            except KeyError:
+                pass
+        else:
+            table[key] = table.Leaf(vma.start, vma.ino, vma.pgoff)
+
+    def _discover(self) -> np.ndarray:
+        """guest_memfds and mappings that exist already, as synthetic CREATE/MMAP events."""
+        now = time.monotonic_ns()
+        rows = []
+        inodes = self.bpf["gmem_inodes"]
+        for pid in self.pids or []:
+            for f in gmem_files(pid):
+                inodes[ctypes.c_uint64(f.ino)] = ctypes.c_uint64(f.dev)
+                rows.append(
+                    (
+                        now,
+                        pid,
+                        pid,
+                        Kind.CREATE,
+                        DISCOVERED,
+                        0,
+                        f.ino,
+                        0,
+                        f.size >> 12,
+                        0,
+                        f.dev,
+                        b"",
+                    )
+                )
+            for m in gmem_mappings(pid):
+                inodes_known = any(r[6] == m.ino for r in rows)
+                if not inodes_known:
+                    continue
+                self.vmas.add(pid, Vma(m.start, m.end, m.ino, m.pgoff))
+                rows.append(
+                    (
+                        now,
+                        pid,
+                        pid,
+                        Kind.MMAP,
+                        DISCOVERED,
+                        0,
+                        m.ino,
+                        m.pgoff,
+                        (m.end - m.start) >> 12,
+                        m.start,
+                        pid,
+                        b"",
+                    )
+                )
+        return np.array(rows, dtype=EVENT_DTYPE)
+
+    def poll(self) -> np.ndarray:
+        """Every event since the last poll, with the mapping bookkeeping applied."""
+        batch = self.ring.drain()
+        if self._discovered.size:
+            batch = np.concatenate([self._discovered, batch])
+            self._discovered = self._discovered[:0]
+        self._follow_mappings(batch)
+        return batch
+
+    def _follow_mappings(self, batch: np.ndarray) -> None:
+        bookkeeping = batch[np.isin(batch["kind"], (Kind.MMAP, Kind.MUNMAP, Kind.MREMAP))]
+        for ev in bookkeeping:
+            kind, asid, addr = int(ev["kind"]), int(ev["arg2"]), int(ev["arg"])
+            if ev["result"] != 0 or ev["flags"] & DISCOVERED:
+                continue
+            end = addr + (int(ev["count"]) << 12)
+            if kind == Kind.MUNMAP:
+                self.vmas.remove(asid, addr, end)
+            else:
+                self.vmas.add(asid, Vma(addr, end, int(ev["ino"]), int(ev["first"])))
+
+    def lost(self) -> int:
+        """Events the kernel could not put in the ring buffer, since attach."""
+        return int(sum(self.bpf["lost"][ctypes.c_int(0)]))
+
+    def inode_counters(self) -> dict[int, dict[str, int]]:
+        """The in-kernel per-inode counters."""
+        out = {}
+        for key, value in self.bpf["inode_counters"].items():
+            out[int(key.value)] = {name: int(getattr(value, name)) for name, _ in value._fields_}
+        return out
+
+    def close(self) -> None:
+        self.ring.close()
+        self.bpf.cleanup()
