@@ -25,6 +25,7 @@ enum gmem_event_kind {
     EV_FORK = 17,              /* arg = child pid, arg2 = address space id */
     EV_EXEC = 18,              /* arg2 = new address space id */
     EV_LOST = 19,              /* count = events lost so far (written by the collector) */
+    EV_END = 20,               /* a clean end of the recording (written by the collector) */
 };
 
 /* EV_CONVERT flags: direction and interface. */

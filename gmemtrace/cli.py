@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,6 +23,10 @@ examples:
   gmemtrace workload mixed      # run the built-in VMM workload, print its ground truth
   gmemtrace workload fault-storm --pages 65536 --rounds 4 -o truth.json
   gmemtrace demo                # doctor, then the mixed workload
+  gmemtrace probes              # which probe serves each event on this kernel, and why
+  gmemtrace record -o t.trace -- gmemtrace workload mixed
+  gmemtrace record -p 1234 -d 10 -o vmm.trace
+  gmemtrace report t.trace --format json
 
 exit codes: 0 success, 1 the machine cannot do it (no KVM, no BPF, ...),
 2 bad arguments or input, 130 interrupted.
@@ -36,6 +41,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
+    from gmemtrace.probes.plan import TIERS
     from gmemtrace.workload import PATTERNS, SCENARIOS
 
     parser = Parser(
@@ -44,7 +50,7 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
 
     doctor = commands.add_parser("doctor", help="check what this machine allows, and how to fix it")
     doctor.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
@@ -82,8 +88,51 @@ def build_parser() -> Parser:
         metavar="SECONDS",
         help="keep the memory mapped this long before releasing it",
     )
+    workload.add_argument(
+        "--pause-after-map",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause once the first guest_memfd is mapped (to attach late)",
+    )
     workload.add_argument("-o", "--output", type=Path, help="write the ground truth JSON here")
     workload.add_argument("--json", action="store_true", help="print the ground truth JSON")
+
+    record = commands.add_parser(
+        "record",
+        help="record guest_memfd events to a trace file",
+        description="Record guest_memfd events. With -- CMD, CMD starts under trace and the "
+        "recording stops when it exits; without --pid or CMD, every process is traced.",
+    )
+    record.add_argument(
+        "-p",
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="trace this process and its children (repeatable)",
+    )
+    record.add_argument(
+        "-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after this long"
+    )
+    record.add_argument("-o", "--output", type=Path, required=True, help="the trace file")
+    record.add_argument("--tier", choices=TIERS, help="force one probe tier")
+    record.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    record.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ARGS",
+        help="a command to start under trace",
+    )
+
+    report = commands.add_parser("report", help="summarise a trace file")
+    report.add_argument("trace", type=Path, metavar="FILE")
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    probes = commands.add_parser("probes", help="show which probe serves each event here, and why")
+    probes.add_argument("--tier", choices=TIERS, help="plan with only this tier")
+    probes.add_argument("--json", action="store_true")
 
     commands.add_parser("demo", help="doctor, then the mixed workload and its ground truth")
     return parser
@@ -131,7 +180,13 @@ def cmd_workload(args: argparse.Namespace) -> int:
     from gmemtrace.sinks.truth_table import truth_table
     from gmemtrace.workload import Params, run_scenario
 
-    params = Params(pages=args.pages, rounds=args.rounds, rate=args.rate, pattern=args.pattern)
+    params = Params(
+        pages=args.pages,
+        rounds=args.rounds,
+        rate=args.rate,
+        pattern=args.pattern,
+        pause_after_map_s=args.pause_after_map,
+    )
     truth = run_scenario(args.scenario, params, hold_s=args.hold)
     if args.output:
         _write_json(args.output, truth)
@@ -155,17 +210,121 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"doctor": cmd_doctor, "workload": cmd_workload, "demo": cmd_demo}
+def cmd_record(args: argparse.Namespace) -> int:
+    from gmemtrace.collector import Collector
+    from gmemtrace.report import build_report, to_table
+    from gmemtrace.tracefile import TraceWriter
+    from gmemtrace.tracer import GatedCommand, attach, check_pids, prepare
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    check_pids(args.pid)
+    setup = prepare(args.tier)
+    child = GatedCommand(command) if command else None
+    targets = ([child.pid] if child else []) + args.pid
+    stopping = _StopFlag()
+    try:
+        source = attach(setup, targets or None)
+        header = setup.header(targets, command)
+        collector = Collector(source, writer=TraceWriter(args.output, header))
+        if child:
+            child.start()
+        deadline = time.monotonic() + args.duration if args.duration else None
+
+        def stop() -> bool:
+            if stopping.requested:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
+            if child is not None:
+                return child.poll() is not None
+            return bool(args.pid) and not any(_alive(p) for p in args.pid)
+
+        clean = False
+        try:
+            collector.run(stop)
+            clean = True
+        finally:
+            collector.finish(clean)
+    finally:
+        if child is not None:
+            child.stop()
+    report = build_report(collector.model, header.kernel, header.probes, header.start_ns)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _console().print(to_table(report))
+    print(f"gmemtrace: {collector.events_seen} events recorded to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _StopFlag:
+    """SIGINT, SIGTERM and SIGHUP ask the collection loop to stop cleanly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gmemtrace.report import report_file, to_csv, to_table
+
+    report = report_file(args.trace)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(to_csv(report))
+    else:
+        _console().print(to_table(report))
+    if not report["trace"]["complete"]:
+        print(f"gmemtrace: warning: {args.trace}: {report['trace']['problem']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_probes(args: argparse.Namespace) -> int:
+    from gmemtrace.probes.plan import plan_dicts
+    from gmemtrace.sinks.plan_table import plan_table
+    from gmemtrace.tracer import prepare
+
+    setup = prepare(args.tier)
+    if args.json:
+        print(json.dumps(plan_dicts(setup.plan), indent=2))
+    else:
+        _console().print(plan_table(setup.plan))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "doctor": cmd_doctor,
+    "workload": cmd_workload,
+    "demo": cmd_demo,
+    "record": cmd_record,
+    "report": cmd_report,
+    "probes": cmd_probes,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `gmemtrace ... | head` ends quietly
     try:
         args = build_parser().parse_args(argv)
-        if args.command is None:
+        if args.subcommand is None:
             build_parser().print_help()
             return EXIT_USAGE
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.subcommand](args)
     except GmemtraceError as err:
         print(f"gmemtrace: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -32,6 +32,7 @@ class Kind(enum.IntEnum):
     FORK = 17
     EXEC = 18
     LOST = 19
+    END = 20
 
     @property
     def label(self) -> str:

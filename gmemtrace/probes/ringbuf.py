@@ -67,7 +67,7 @@ class RingReader:
         ready = int(busy[0]) if busy.size else available  # stop at the first uncommitted record
         if np.any((lengths[:ready] & LENGTH_MASK) != self.record.itemsize):
             raise GmemtraceError("ring buffer holds a record of unexpected size")
-        keep = framed["event"][:ready][(lengths[:ready] & DISCARD_BIT) == 0].copy()
+        keep: np.ndarray = framed["event"][:ready][(lengths[:ready] & DISCARD_BIT) == 0].copy()
         struct.pack_into("<Q", self._consumer, 0, consumer + ready * self.stride)
         return keep
 

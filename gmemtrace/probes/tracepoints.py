@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import time
 from typing import Any
@@ -79,10 +80,8 @@ class TracepointSource:
         table = self.bpf["gmem_vmas"]
         key = table.Key(96 - bits, _be(asid, 4), _be(addr, 8))
         if vma is None:
-            try:
+            with contextlib.suppress(KeyError):
                 del table[key]
-            except KeyError:
-                pass
         else:
             table[key] = table.Leaf(vma.start, vma.ino, vma.pgoff)
 

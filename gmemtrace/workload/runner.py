@@ -37,8 +37,9 @@ class Binding:
 class Workload:
     """A VM plus its guest_memfds, with a ground-truth ledger of everything done to them."""
 
-    def __init__(self, scenario: str) -> None:
+    def __init__(self, scenario: str, pause_after_map_s: float = 0.0) -> None:
         self.scenario = scenario
+        self._pause_s = pause_after_map_s
         self.pid = os.getpid()
         self.started_ns = time.monotonic_ns()
         self.vm = Vm.create()
@@ -61,6 +62,9 @@ class Workload:
     def map(self, gmem: GuestMemfd, first: int = 0, count: int | None = None) -> HostMapping:
         mapping = gmem.map(first, count)
         self.truth[gmem.ino].log("mmap", first, mapping.npages, self.pid, addr=mapping.addr)
+        if self._pause_s > 0:  # once: the first mapping exists, nothing touched it yet
+            time.sleep(self._pause_s)
+            self._pause_s = 0.0
         return mapping
 
     # --- host side ---------------------------------------------------------

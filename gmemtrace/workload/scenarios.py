@@ -21,6 +21,7 @@ class Params:
     rounds: int | None = None
     rate: float | None = None
     pattern: str = "sequential"
+    pause_after_map_s: float = 0.0  # stop once memory is mapped, for tracers attaching late
 
 
 def mixed(wl: Workload, p: Params) -> None:

@@ -1,0 +1,99 @@
+"""The pandas view of a trace: `gmemtrace.read_trace(path)` for notebooks and scripts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from gmemtrace.events import Kind
+from gmemtrace.model.state import Model
+from gmemtrace.report import build_report, replay
+from gmemtrace.tracefile import TraceData, read_trace_file
+
+
+@dataclass
+class Trace:
+    """A recorded trace, replayed into the model, with DataFrame accessors."""
+
+    path: Path
+    data: TraceData
+    model: Model
+
+    @property
+    def complete(self) -> bool:
+        return self.data.complete
+
+    @property
+    def problem(self) -> str:
+        return self.data.problem
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        """One row per event: time (s since the start), kind, pid, tid, comm, inode, pages."""
+        ev = self.data.events
+        frame = pd.DataFrame({name: ev[name] for name in ev.dtype.names or ()})
+        frame["comm"] = [c.decode(errors="replace") for c in ev["comm"].tolist()]
+        frame["kind"] = pd.Categorical([Kind(k).label for k in ev["kind"].tolist()])
+        frame.insert(0, "time_s", (frame["ts_ns"] - self.data.header.start_ns) / 1e9)
+        return frame
+
+    @cached_property
+    def report(self) -> dict[str, object]:
+        h = self.data.header
+        return build_report(self.model, h.kernel, h.probes, h.start_ns, self.complete, self.problem)
+
+    @cached_property
+    def inodes(self) -> pd.DataFrame:
+        """One row per guest_memfd inode: size, flags, shareability page counts, totals."""
+        rows = self.report["inodes"]
+        return pd.DataFrame(rows).set_index("ino") if rows else pd.DataFrame()
+
+    def shareability(self, ino: int) -> pd.DataFrame:
+        """The inode's shareability at the end of the trace: first, end, pages, state, source."""
+        state = self.model.inodes[ino].shareability
+        return pd.DataFrame(
+            [
+                {
+                    "first": first,
+                    "end": end,
+                    "pages": end - first,
+                    "state": s.value,
+                    "provenance": why,
+                }
+                for first, end, (s, why) in state.runs()
+            ]
+        )
+
+    def fault_rate(self, freq: str = "1s") -> pd.DataFrame:
+        """Host, refused and guest faults per inode and time bucket (counts per bucket)."""
+        ev = self.events
+        faults = ev[ev["kind"].isin(["host_fault", "host_fault_refused", "guest_fault"])]
+        if faults.empty:
+            return pd.DataFrame(columns=["host_fault", "host_fault_refused", "guest_fault"])
+        when = pd.to_timedelta(faults["time_s"], unit="s")
+        counted = faults.assign(
+            time=when, n=faults["count"].where(faults["kind"] == "guest_fault", 1)
+        )
+        table = counted.pivot_table(
+            index=[pd.Grouper(key="time", freq=freq), "ino"],
+            columns="kind",
+            values="n",
+            aggfunc="sum",
+            fill_value=0,
+            observed=True,
+        )
+        for kind in ("host_fault", "host_fault_refused", "guest_fault"):
+            if kind not in table:
+                table[kind] = 0
+        # A refused fault was taken (a host_fault event) and then refused: count it once.
+        table["host_fault"] -= table["host_fault_refused"]
+        return table[["host_fault", "host_fault_refused", "guest_fault"]]
+
+
+def read_trace(path: str | Path) -> Trace:
+    """Open a trace file; a damaged or cut-short one yields its readable prefix."""
+    data = read_trace_file(Path(path))
+    return Trace(Path(path), data, replay(data))

@@ -1,0 +1,73 @@
+"""The collection loop: drain the probes, feed the model, append to the recording.
+
+Sources hand over event batches (live from the kernel, or replayed); the model
+never knows which. Lost events are turned into LOST records in the same stream,
+so the model and the recording agree on them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from gmemtrace.events import EVENT_DTYPE, Kind
+from gmemtrace.model.state import Model
+from gmemtrace.tracefile import TraceWriter
+
+
+class EventSource(Protocol):
+    def poll(self) -> np.ndarray: ...
+
+    def lost(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Collector:
+    source: EventSource
+    model: Model = field(default_factory=Model)
+    writer: TraceWriter | None = None
+    events_seen: int = 0
+    _lost_reported: int = 0
+
+    def pump(self) -> int:
+        """One drain: returns how many events it moved."""
+        batch = self.source.poll()
+        lost = self.source.lost()
+        if lost > self._lost_reported:
+            self._lost_reported = lost
+            now = time.monotonic_ns()
+            marker = np.array(
+                [(now, os.getpid(), os.getpid(), Kind.LOST, 0, 0, 0, 0, lost, 0, 0, b"")],
+                dtype=EVENT_DTYPE,
+            )
+            batch = np.concatenate([batch, marker])
+        if batch.size:
+            self.model.apply(batch)
+            if self.writer is not None:
+                self.writer.write(batch)
+            self.events_seen += batch.size
+        return int(batch.size)
+
+    def run(self, stop: Callable[[], bool], interval_s: float = 0.05) -> None:
+        """Pump every `interval_s` until `stop()` says so, then drain what is left."""
+        while not stop():
+            started = time.monotonic()
+            self.pump()
+            time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+        while self.pump():
+            pass
+
+    def finish(self, clean: bool = True) -> None:
+        """Close the recording (lost count, end marker) and detach the probes."""
+        try:
+            if self.writer is not None:
+                self.writer.close(self.source.lost(), clean=clean)
+        finally:
+            self.source.close()

@@ -1,0 +1,1 @@
+"""What the event stream says about guest_memfd memory: shareability, residency, counts, rates."""

@@ -1,0 +1,202 @@
+"""The probe plan: for each logical event, the tier and attach point chosen on this kernel, and why.
+
+Tiers, best first: fentry/fexit on guest_memfd functions, kprobes on the same,
+then stable tracepoints. A tier is tried for real (a tiny program of its type
+is loaded) and each event falls back on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gmemtrace.errors import GmemtraceError, UsageError
+from gmemtrace.kernel.btf import Btf
+from gmemtrace.kernel.headers import Headers, cache_dir
+from gmemtrace.kernel.kallsyms import symbols_containing
+
+FENTRY, KPROBE, TRACEPOINT = "fentry", "kprobe", "tracepoint"
+TIERS = (FENTRY, KPROBE, TRACEPOINT)
+
+# Candidate functions per event: mainline names, then the conversion series'.
+FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "create": ("kvm_gmem_create",),
+    "bind": ("kvm_gmem_bind",),
+    "host_fault": ("kvm_gmem_fault_user_mapping", "kvm_gmem_fault", "kvm_gmem_fault_shared"),
+    "host_fault_refused": (
+        "kvm_gmem_fault_user_mapping",
+        "kvm_gmem_fault",
+        "kvm_gmem_fault_shared",
+    ),
+    "guest_fault": ("kvm_gmem_get_pfn",),
+    "alloc": (),
+    "free": (),
+    "punch": ("kvm_gmem_fallocate",),
+    "convert": ("kvm_gmem_convert_range", "kvm_gmem_set_attributes"),
+    "memory_fault_exit": (),
+    "shareability_setup": ("kvm_gmem_shareability_setup",),
+    "release": ("kvm_gmem_release",),
+}
+
+# What the tracepoint tier attaches for each event: (attach point, tracepoints it needs),
+# or (None, why it cannot see the event).
+TRACEPOINTS: dict[str, tuple[str | None, tuple[str, ...] | str]] = {
+    "create": (
+        "syscalls:sys_enter/exit_ioctl KVM_CREATE_GUEST_MEMFD",
+        ("syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"),
+    ),
+    "bind": (
+        "syscalls:sys_enter/exit_ioctl KVM_SET_USER_MEMORY_REGION2",
+        ("syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"),
+    ),
+    "host_fault": (
+        "exceptions:page_fault_user + guest_memfd mapping trie",
+        ("exceptions/page_fault_user", "syscalls/sys_exit_mmap"),
+    ),
+    "host_fault_refused": (
+        "signal:signal_generate SIGBUS after a guest_memfd fault",
+        ("signal/signal_generate", "exceptions/page_fault_user"),
+    ),
+    "guest_fault": (
+        "filemap:mm_filemap_add_to_page_cache inside KVM_RUN (allocating faults only)",
+        ("filemap/mm_filemap_add_to_page_cache", "syscalls/sys_enter_ioctl"),
+    ),
+    "alloc": ("filemap:mm_filemap_add_to_page_cache", ("filemap/mm_filemap_add_to_page_cache",)),
+    "free": (
+        "filemap:mm_filemap_delete_from_page_cache",
+        ("filemap/mm_filemap_delete_from_page_cache",),
+    ),
+    "punch": (
+        "syscalls:sys_enter/exit_fallocate",
+        ("syscalls/sys_enter_fallocate", "syscalls/sys_exit_fallocate"),
+    ),
+    "convert": (
+        "syscalls:sys_enter/exit_ioctl KVM_SET_MEMORY_ATTRIBUTES[2], KVM_GMEM_CONVERT_*",
+        ("syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"),
+    ),
+    "memory_fault_exit": ("kvm:kvm_userspace_exit reason 39", ("kvm/kvm_userspace_exit",)),
+    "shareability_setup": (None, "no tracepoint marks it; needs a function probe"),
+    "release": (None, "no tracepoint marks the last close of a guest_memfd"),
+}
+
+
+@dataclass
+class Choice:
+    event: str
+    tier: str | None  # None: this kernel cannot show the event with any tier
+    attach: str
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (tier, why)
+
+
+def _tracepoint_exists(tracefs: Path, name: str) -> bool:
+    return (tracefs / "events" / name / "format").exists()
+
+
+def program_types(headers: Headers, btf: Btf) -> dict[str, str]:
+    """{tier: "" if it loads here, else why not}, cached per boot (loading costs a second)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown"
+    cache = cache_dir() / f"program-types-{boot}.json"
+    try:
+        return dict(json.loads(cache.read_text()))
+    except (OSError, ValueError):
+        pass
+    from gmemtrace.probes.bcc_backend import check_program_type
+
+    target = "kvm_gmem_fallocate" if btf.has_function("kvm_gmem_fallocate") else "vfs_read"
+    found = {}
+    for tier in (FENTRY, KPROBE, TRACEPOINT):
+        check = check_program_type(tier, headers, target)
+        found[tier] = "" if check.works else check.detail
+    if found[KPROBE] and not Path("/sys/kernel/tracing/kprobe_events").exists():
+        found[KPROBE] = "no kprobes in this kernel (CONFIG_KPROBES off)"
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(found))
+    except OSError:
+        pass
+    return found
+
+
+def make_plan(
+    btf: Btf,
+    loads: dict[str, str],
+    tracefs: Path,
+    force: str | None = None,
+    kallsyms: Path = Path("/proc/kallsyms"),
+) -> list[Choice]:
+    """Choose a tier per event: the best one that loads and sees the event here."""
+    if force is not None and force not in TIERS:
+        raise UsageError(f"unknown tier {force!r}; choose from {', '.join(TIERS)}")
+    in_kallsyms = set(symbols_containing("kvm_gmem", kallsyms))
+    plan = []
+    for event, functions in FUNCTIONS.items():
+        choice = Choice(event, None, "")
+        for tier in TIERS:
+            if force is not None and tier != force:
+                continue
+            why = _reject(tier, event, functions, btf, in_kallsyms, loads, tracefs)
+            if why:
+                choice.rejected.append((tier, why))
+                continue
+            choice.tier = tier
+            if tier == TRACEPOINT:
+                choice.attach = str(TRACEPOINTS[event][0])
+            else:
+                choice.attach = f"{tier}:{_present(functions, btf, in_kallsyms)}"
+            break
+        plan.append(choice)
+    return plan
+
+
+def _present(functions: tuple[str, ...], btf: Btf, in_kallsyms: set[str]) -> str:
+    return next((f for f in functions if btf.has_function(f) or f in in_kallsyms), "")
+
+
+def _reject(
+    tier: str,
+    event: str,
+    functions: tuple[str, ...],
+    btf: Btf,
+    in_kallsyms: set[str],
+    loads: dict[str, str],
+    tracefs: Path,
+) -> str:
+    """Why `tier` cannot deliver `event` here ("" when it can)."""
+    if tier == TRACEPOINT:
+        attach, needs = TRACEPOINTS[event]
+        if attach is None:
+            return str(needs)
+        missing = [tp for tp in needs if not _tracepoint_exists(tracefs, tp)]
+        if missing:
+            return f"tracepoint absent: {', '.join(missing)}"
+        return f"tracepoints do not load: {loads[TRACEPOINT]}" if loads.get(TRACEPOINT) else ""
+    if not functions:
+        return "no guest_memfd function marks this event; the tracepoint is exact"
+    name = _present(functions, btf, in_kallsyms)
+    if not name:
+        return f"symbol absent ({', '.join(functions)})"
+    if tier == FENTRY and not btf.has_function(name):
+        return f"{name} not in BTF"
+    if loads.get(tier):
+        return loads[tier]
+    return "function probes attach only from the tracepoint source in this version"
+
+
+def plan_json(plan: list[Choice]) -> dict[str, str]:
+    """{event: attach point} as stored in traces and reports."""
+    return {c.event: (f"{c.tier}: {c.attach}" if c.tier else "unavailable") for c in plan}
+
+
+def plan_dicts(plan: list[Choice]) -> list[dict[str, object]]:
+    return [asdict(c) for c in plan]
+
+
+def require_tier(plan: list[Choice], force: str | None) -> None:
+    """With --tier, a tier that delivers nothing here is an error."""
+    if force and not any(c.tier == force for c in plan):
+        reasons = {why for c in plan for tier, why in c.rejected if tier == force}
+        raise GmemtraceError(f"tier {force} cannot be used here: {'; '.join(sorted(reasons))}")

@@ -1,0 +1,139 @@
+"""The report: a model (live, or replayed from a trace file) as JSON, CSV or a table.
+
+The JSON form is a contract for scripts:
+{"trace": {"kernel", "duration_s", "lost_events", "pids", "complete", "problem"},
+ "probes": {event: attach point},
+ "inodes": [{"ino", "size_pages", "flags", "init", "shared_pages", "private_pages",
+             "unknown_pages", "host_faults", "host_faults_refused", "guest_faults",
+             "pages_allocated", "pages_freed", "hole_punches", "conversions_to_shared",
+             "conversions_to_private", "conversion_attempts"}],
+ "conversions": [{"ts_ns", "pid", "tid", "ino", "first", "count", "to", "interface",
+                  "result", "latency_ns"}]}
+Shareability page counts are as of the end of the trace; the rest are totals.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gmemtrace.model.state import COUNTERS, Model, Share
+from gmemtrace.tracefile import TraceData, read_trace_file
+
+INODE_FIELDS = (
+    "ino",
+    "size_pages",
+    "flags",
+    "init",
+    "shared_pages",
+    "private_pages",
+    "unknown_pages",
+    *COUNTERS,
+)
+
+
+def replay(data: TraceData) -> Model:
+    """Rebuild the model from a trace file's events, exactly as the live collector did."""
+    model = Model()
+    model.apply(data.events)
+    return model
+
+
+def build_report(
+    model: Model,
+    kernel: str,
+    probes: dict[str, str],
+    start_ns: int,
+    complete: bool = True,
+    problem: str = "",
+) -> dict[str, Any]:
+    end_ns = model.last_ns or start_ns
+    inodes = []
+    for ino in sorted(model.inodes):
+        state = model.inodes[ino]
+        inodes.append(
+            {
+                "ino": ino,
+                "size_pages": state.size_pages,
+                "flags": state.flags,
+                "init": state.init.value,
+                "shared_pages": state.pages(Share.SHARED),
+                "private_pages": state.pages(Share.PRIVATE),
+                "unknown_pages": state.pages(Share.UNKNOWN),
+                **state.counts,
+            }
+        )
+    return {
+        "trace": {
+            "kernel": kernel,
+            "duration_s": round(max(end_ns - start_ns, 0) / 1e9, 6),
+            "lost_events": model.lost_events,
+            "pids": sorted(model.pids),
+            "complete": complete,
+            "problem": problem,
+        },
+        "probes": probes,
+        "inodes": inodes,
+        "conversions": model.conversions,
+    }
+
+
+def report_file(path: Path) -> dict[str, Any]:
+    data = read_trace_file(path)
+    model = replay(data)
+    return build_report(
+        model,
+        data.header.kernel,
+        data.header.probes,
+        data.header.start_ns,
+        data.complete,
+        data.problem,
+    )
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=INODE_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(report["inodes"])
+    return out.getvalue()
+
+
+def to_table(report: dict[str, Any]) -> RenderableType:
+    trace = report["trace"]
+    title = (
+        f"gmemtrace report: kernel {trace['kernel']}, {trace['duration_s']:.3f} s, "
+        f"pids {', '.join(map(str, trace['pids'])) or '-'}"
+    )
+    table = Table(title=title, title_justify="left")
+    columns = (
+        ("inode", "ino"),
+        ("pages", "size_pages"),
+        ("init", "init"),
+        ("shared", "shared_pages"),
+        ("private", "private_pages"),
+        ("unknown", "unknown_pages"),
+        ("host flt", "host_faults"),
+        ("refused", "host_faults_refused"),
+        ("guest flt", "guest_faults"),
+        ("alloc", "pages_allocated"),
+        ("freed", "pages_freed"),
+        ("punch", "hole_punches"),
+        ("conv", "conversion_attempts"),
+    )
+    for header, _ in columns:
+        table.add_column(header, justify="left" if header == "init" else "right")
+    for inode in report["inodes"]:
+        table.add_row(*(str(inode[key]) for _, key in columns))
+    lines: list[RenderableType] = [table]
+    lost = trace["lost_events"]
+    lines.append(Text(f"lost events: {lost}", style="bold red" if lost else "dim"))
+    if not trace["complete"]:
+        lines.append(Text(f"incomplete trace: {trace['problem']}", style="bold yellow"))
+    return Group(*lines)

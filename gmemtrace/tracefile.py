@@ -1,0 +1,180 @@
+"""The trace file: an Arrow IPC stream of event batches with self-describing metadata.
+
+Arrow's stream format, not Parquet: every batch is complete on its own, so a
+recording cut short by a crash, a signal or a full disk still reads up to its
+last flushed batch (Parquet needs its footer). The schema metadata says what
+was traced; an END event marks a recording that finished cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from gmemtrace.errors import UsageError
+from gmemtrace.events import EVENT_DTYPE, Kind
+
+FORMAT = "gmemtrace-trace"
+VERSION = 1
+
+SCHEMA_FIELDS = [
+    pa.field(name, pa.binary(16) if name == "comm" else pa.from_numpy_dtype(EVENT_DTYPE[name]))
+    for name in EVENT_DTYPE.names or ()
+]
+
+
+class TraceFileError(UsageError):
+    """A trace file that cannot be read (exit code 2, like any bad input)."""
+
+
+@dataclass
+class TraceHeader:
+    kernel: str
+    start_ns: int  # CLOCK_MONOTONIC, the clock of every event
+    start_unix: float
+    probes: dict[str, str]
+    targets: list[int]
+    command: list[str] = field(default_factory=list)
+
+    def to_metadata(self) -> dict[bytes, bytes]:
+        doc = {"format": FORMAT, "version": VERSION, **self.__dict__}
+        return {b"gmemtrace": json.dumps(doc).encode()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[bytes, bytes] | None) -> TraceHeader:
+        try:
+            doc = json.loads((metadata or {})[b"gmemtrace"])
+        except (KeyError, ValueError):
+            raise TraceFileError("not a gmemtrace trace (no gmemtrace metadata)") from None
+        if doc.get("format") != FORMAT:
+            raise TraceFileError("not a gmemtrace trace (wrong format name)")
+        if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
+            raise TraceFileError(
+                f"trace format version {doc.get('version')} is newer than this gmemtrace "
+                f"reads ({VERSION}); upgrade gmemtrace"
+            )
+        try:
+            return cls(
+                str(doc["kernel"]),
+                int(doc["start_ns"]),
+                float(doc["start_unix"]),
+                dict(doc["probes"]),
+                [int(p) for p in doc["targets"]],
+                list(doc.get("command", [])),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise TraceFileError(f"trace metadata is damaged ({err})") from None
+
+
+def open_exclusive(path: Path) -> int:
+    """Create the file 0600 (it reveals guest memory layout), never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as err:
+        raise UsageError(f"cannot create {path}: {err.strerror}") from None
+
+
+class TraceWriter:
+    """Appends event batches; each `write` is one self-contained, flushed Arrow batch."""
+
+    def __init__(self, path: Path, header: TraceHeader) -> None:
+        self.path = path
+        fd = open_exclusive(path)
+        os.fchmod(fd, 0o600)  # O_TRUNC of an existing file keeps its old mode
+        self._file = os.fdopen(fd, "wb")
+        self._schema = pa.schema(SCHEMA_FIELDS, metadata=header.to_metadata())
+        self._writer = pa.ipc.new_stream(self._file, self._schema)
+        self._file.flush()  # the header alone already makes a readable (empty) trace
+        self.events_written = 0
+
+    def write(self, events: np.ndarray) -> None:
+        if events.size == 0:
+            return
+        arrays = [_column(events, name) for name in EVENT_DTYPE.names or ()]
+        self._writer.write_batch(pa.record_batch(arrays, schema=self._schema))
+        self._file.flush()
+        self.events_written += events.size
+
+    def close(self, lost: int, clean: bool = True) -> None:
+        """Write the lost-event count and, for a clean end, the END event."""
+        now = time.monotonic_ns()
+        tail = [(now, os.getpid(), os.getpid(), Kind.LOST, 0, 0, 0, 0, lost, 0, 0, b"")]
+        if clean:
+            tail.append((now, os.getpid(), os.getpid(), Kind.END, 0, 0, 0, 0, 0, 0, 0, b""))
+        self.write(np.array(tail, dtype=EVENT_DTYPE))
+        self._writer.close()
+        self._file.close()
+
+
+def _column(events: np.ndarray, name: str) -> pa.Array:
+    if name == "comm":  # fixed width: numpy's S16 would drop trailing NUL bytes
+        raw = np.ascontiguousarray(events["comm"]).view(np.uint8).tobytes()
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(16), len(events), [None, pa.py_buffer(raw)]
+        )
+    return pa.array(np.ascontiguousarray(events[name]))
+
+
+@dataclass
+class TraceData:
+    header: TraceHeader
+    events: np.ndarray
+    complete: bool  # every batch read and the recording ended cleanly
+    problem: str = ""  # why not complete
+
+    @property
+    def lost_events(self) -> int:
+        lost = self.events["count"][self.events["kind"] == Kind.LOST]
+        return int(lost.max()) if lost.size else 0
+
+
+def read_trace_file(path: Path) -> TraceData:
+    """Every readable event of a trace; a damaged tail is reported, not raised."""
+    try:
+        source = pa.OSFile(str(path), "rb")
+    except (OSError, pa.ArrowException) as err:
+        raise TraceFileError(
+            f"cannot open {path}: {getattr(err, 'strerror', None) or err}"
+        ) from None
+    with source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except (pa.ArrowInvalid, pa.ArrowException, OSError):
+            raise TraceFileError(
+                f"{path} is not a gmemtrace trace (no Arrow stream header)"
+            ) from None
+        header = TraceHeader.from_metadata(reader.schema.metadata)
+        if [f.name for f in reader.schema] != list(EVENT_DTYPE.names or ()):
+            raise TraceFileError(f"{path}: unexpected columns {reader.schema.names}")
+        batches: list[pa.RecordBatch] = []
+        problem = ""
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, pa.ArrowException, OSError) as err:
+                problem = (
+                    f"truncated or damaged after {sum(len(b) for b in batches)} events ({err})"
+                )
+                break
+            batches.append(batch)
+    events = np.empty(sum(len(b) for b in batches), dtype=EVENT_DTYPE)
+    at = 0
+    for batch in batches:
+        n = len(batch)
+        for name in EVENT_DTYPE.names or ():
+            column = batch.column(name)
+            events[name][at : at + n] = column.to_numpy(zero_copy_only=False)
+        at += n
+    ended = bool(np.any(events["kind"] == Kind.END))
+    if not problem and not ended:
+        problem = "the recording was cut short (no end marker)"
+    return TraceData(header, events, complete=not problem, problem=problem)

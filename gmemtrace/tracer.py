@@ -1,0 +1,126 @@
+"""Getting ready to trace: requirements checked, probes planned and attached, command started.
+
+Each missing requirement is one GmemtraceError naming the fix (the words of
+`gmemtrace doctor`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gmemtrace.errors import GmemtraceError, UsageError
+from gmemtrace.kernel import headers as kheaders
+from gmemtrace.kernel import tracefs
+from gmemtrace.kernel.btf import Btf
+from gmemtrace.probes import plan as probe_plan
+from gmemtrace.probes.bcc_backend import BCC_FIX, import_bcc
+from gmemtrace.probes.tracepoints import TracepointSource
+from gmemtrace.tracefile import TraceHeader
+
+
+@dataclass
+class Setup:
+    headers: kheaders.Headers
+    btf: Btf
+    tracefs: Path
+    plan: list[probe_plan.Choice]
+
+    def header(self, targets: list[int], command: list[str]) -> TraceHeader:
+        return TraceHeader(
+            kernel=platform.release(),
+            start_ns=time.monotonic_ns(),
+            start_unix=time.time(),
+            probes=probe_plan.plan_json(self.plan),
+            targets=targets,
+            command=command,
+        )
+
+
+def prepare(force_tier: str | None = None) -> Setup:
+    """Check every requirement of tracing and plan the probes; raise the first problem."""
+    if os.geteuid() != 0:
+        raise GmemtraceError("tracing needs root (CAP_BPF, CAP_PERFMON); run it with sudo")
+    try:
+        import_bcc()
+    except GmemtraceError:
+        raise GmemtraceError(f"bcc is not installed; fix: {BCC_FIX}") from None
+    btf = Btf.load()
+    mounted = tracefs.ensure_mounted()
+    if mounted.mountpoint is None:
+        raise GmemtraceError(
+            f"tracefs is not mounted ({mounted.error}); fix: mount -t tracefs nodev "
+            f"{tracefs.DEFAULT_MOUNTPOINT}"
+        )
+    found = kheaders.resolve()
+    if not found.usable:
+        raise GmemtraceError(
+            f"no kernel headers for bcc ({found.detail}); fix: apt-get install "
+            "linux-headers-$(dpkg --print-architecture)"
+        )
+    loads = probe_plan.program_types(found, btf)
+    plan = probe_plan.make_plan(btf, loads, mounted.mountpoint, force_tier)
+    probe_plan.require_tier(plan, force_tier)
+    return Setup(found, btf, mounted.mountpoint, plan)
+
+
+def check_pids(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise UsageError(f"no process with pid {pid}") from None
+        except PermissionError:
+            pass
+
+
+def attach(setup: Setup, pids: list[int] | None, stream_hot: bool = True) -> TracepointSource:
+    """Load and attach the probes for `pids` (None: every process)."""
+    return TracepointSource(setup.headers, setup.btf, pids, stream_hot=stream_hot)
+
+
+class GatedCommand:
+    """A command forked now but held before exec, so tracing is attached before it runs."""
+
+    def __init__(self, argv: list[str]) -> None:
+        if not argv:
+            raise UsageError("no command given after --")
+        self.argv = argv
+        read_end, self._gate = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: wait for the gate, then become the command
+            os.close(self._gate)
+            try:
+                os.read(read_end, 1)
+                os.execvp(argv[0], argv)
+            except OSError as err:
+                os.write(2, f"gmemtrace: error: cannot run {argv[0]}: {err.strerror}\n".encode())
+            os._exit(127)
+        os.close(read_end)
+        self.returncode: int | None = None
+
+    def start(self) -> None:
+        os.write(self._gate, b"go")
+        os.close(self._gate)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def stop(self) -> None:
+        """On an early exit of gmemtrace: end the command too, never leave it waiting."""
+        if self.poll() is None:
+            with contextlib.suppress(OSError):
+                os.close(self._gate)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+            self.returncode = -signal.SIGTERM

@@ -1,0 +1,54 @@
+"""IntervalMap against a naive per-page list, for any sequence of assignments."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gmemtrace.model.intervals import IntervalMap
+
+SIZE = 64
+ops = st.lists(
+    st.tuples(st.integers(-4, SIZE + 4), st.integers(-4, SIZE + 4), st.sampled_from("abc")),
+    max_size=40,
+)
+
+
+@given(ops)
+@settings(max_examples=300)
+def test_assignments_match_a_naive_model(assignments: list[tuple[int, int, str]]) -> None:
+    m = IntervalMap(SIZE, "u")
+    naive = ["u"] * SIZE
+    for first, end, value in assignments:
+        m.assign(first, end, value)
+        for page in range(max(first, 0), min(end, SIZE)):
+            naive[page] = value
+    assert [m.get(p) for p in range(SIZE)] == naive
+    runs = list(m.runs())
+    assert runs[0][0] == 0 and runs[-1][1] == SIZE
+    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:], strict=False))
+    assert all(a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False)), "runs are maximal"
+    for value in "abcu":
+        assert m.count(value) == naive.count(value)
+
+
+@given(ops, st.integers(0, SIZE * 2))
+def test_resize_keeps_pages_and_fills_new_ones(
+    assignments: list[tuple[int, int, str]], new_size: int
+) -> None:
+    m = IntervalMap(SIZE, "u")
+    for first, end, value in assignments:
+        m.assign(first, end, value)
+    before = [m.get(p) for p in range(SIZE)]
+    m.resize(new_size, "z")
+    expected = (before + ["z"] * new_size)[:new_size]
+    assert [m.get(p) for p in range(new_size)] == expected
+    assert sum(e - f for f, e, _ in m.runs()) == new_size
+
+
+def test_a_tebibyte_of_pages_costs_runs_not_pages() -> None:
+    pages = (1 << 40) // 4096
+    m = IntervalMap(pages, "shared")
+    for i in range(1000):
+        m.assign(i * (pages // 1000), i * (pages // 1000) + 7, "private")
+    assert len(m) == 2000  # private, shared, private, ... from page 0
+    assert m.count("private") == 7000
+    assert m.count("shared") == pages - 7000
