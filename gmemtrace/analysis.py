@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +42,7 @@ class Trace:
         return frame
 
     @cached_property
-    def report(self) -> dict[str, object]:
+    def report(self) -> dict[str, Any]:
         h = self.data.header
         return build_report(self.model, h.kernel, h.probes, h.start_ns, self.complete, self.problem)
 
