@@ -20,8 +20,7 @@ enum gmem_event_kind {
     EV_RELEASE = 13,
     EV_MMAP = 14,              /* ino, first, count; arg = address, arg2 = address space id */
     EV_MUNMAP = 15,            /* count = pages; arg = address, arg2 = address space id */
-    EV_MREMAP = 16,            /* ino, first, count; arg = new address, arg2 = address space id
-                                  (preceded by EV_MUNMAP of the old range) */
+    EV_MREMAP = 16,            /* ino, first, count; arg = new address, arg2 = old address */
     EV_FORK = 17,              /* arg = child pid, arg2 = address space id */
     EV_EXEC = 18,              /* arg2 = new address space id */
     EV_LOST = 19,              /* count = events lost so far (written by the collector) */

@@ -5,7 +5,8 @@
  *  - fd -> inode through the task's fd table (offsets from BTF, as -D OFF_*);
  *  - host fault address -> (inode, page index) through an LPM trie of the
  *    guest_memfd mappings, keyed by address space id and address; mappings
- *    are inserted at mmap/mremap exit, so the first touch is never missed;
+ *    are inserted at mmap/mremap exit and cut at munmap, here, so that no
+ *    fault falls between a change and the collector hearing of it;
  *  - a SIGBUS (BUS_ADRERR) right after a guest_memfd fault of the same thread
  *    is that fault refused;
  *  - a page entering a guest_memfd while its thread is inside KVM_RUN is a
@@ -49,8 +50,9 @@ struct vma_key {
 
 struct vma_val {
     u64 start;
+    u64 end;
     u64 ino;
-    u64 pgoff;
+    u64 pgoff; /* page index of start */
 };
 
 struct pending_fault {
@@ -199,29 +201,38 @@ static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_v
         .asid_be = __builtin_bswap32(asid),
         .addr_be = __builtin_bswap64(addr),
     };
-    gmem_vmas.update(&key, val);
+    if (val)
+        gmem_vmas.update(&key, val);
+    else
+        gmem_vmas.delete(&key);
 }
 
-/* Cover the page-aligned [start, end) with aligned power-of-two blocks: first
- * the blocks that bring start up to a higher alignment, then the largest ones
- * that still fit. gmemtrace/probes/vmas.py:blocks() is the same algorithm; the
- * shifts are loop constants so that the verifier can prune. */
-static __always_inline void map_range(u32 asid, u64 start, u64 end, u64 ino, u64 pgoff)
+/* Cover the page-aligned [start, end) with aligned power-of-two blocks, writing
+ * `val` to each (or deleting them when val is NULL): first the blocks that
+ * bring start up to a higher alignment, then the largest ones that still fit.
+ * gmemtrace/probes/vmas.py:blocks() is the same algorithm; the shifts are loop
+ * constants so that the verifier can prune. */
+static __always_inline void write_range(u32 asid, u64 start, u64 end, struct vma_val *val)
 {
-    struct vma_val val = {.start = start, .ino = ino, .pgoff = pgoff};
     u64 addr = start;
     for (int bits = PAGE_SHIFT_; bits < ADDR_BITS; bits++) {
         if ((addr & (1ULL << bits)) && addr + (1ULL << bits) <= end) {
-            put_block(asid, addr, bits, &val);
+            put_block(asid, addr, bits, val);
             addr += 1ULL << bits;
         }
     }
     for (int bits = ADDR_BITS - 1; bits >= PAGE_SHIFT_; bits--) {
         if (addr + (1ULL << bits) <= end) {
-            put_block(asid, addr, bits, &val);
+            put_block(asid, addr, bits, val);
             addr += 1ULL << bits;
         }
     }
+}
+
+static __always_inline void map_range(u32 asid, u64 start, u64 end, u64 ino, u64 pgoff)
+{
+    struct vma_val val = {.start = start, .end = end, .ino = ino, .pgoff = pgoff};
+    write_range(asid, start, end, &val);
 }
 
 static __always_inline struct vma_val *lookup_vma(u32 asid, u64 addr)
@@ -230,6 +241,27 @@ static __always_inline struct vma_val *lookup_vma(u32 asid, u64 addr)
         .prefixlen = 96, .asid_be = __builtin_bswap32(asid), .addr_be = __builtin_bswap64(addr)};
     struct vma_val *val = gmem_vmas.lookup(&key);
     return (val && val->ino) ? val : NULL;
+}
+
+/* Unmap [addr, end) from the guest_memfd mapping it starts or ends in: drop
+ * the mapping's blocks and put back the pieces that stay mapped. Returns the
+ * mapping's inode, 0 when the range touches no guest_memfd mapping. */
+static __always_inline u64 unmap_range(u32 asid, u64 addr, u64 end)
+{
+    struct vma_val *found = lookup_vma(asid, addr);
+    if (!found)
+        found = lookup_vma(asid, end - 1);
+    if (!found)
+        return 0;
+    struct vma_val vma = *found;
+    write_range(asid, vma.start, vma.end, NULL);
+    u64 lo = addr > vma.start ? addr : vma.start;
+    u64 hi = end < vma.end ? end : vma.end;
+    if (vma.start < lo)
+        map_range(asid, vma.start, lo, vma.ino, vma.pgoff);
+    if (hi < vma.end)
+        map_range(asid, hi, vma.end, vma.ino, vma.pgoff + ((hi - vma.start) >> PAGE_SHIFT_));
+    return vma.ino;
 }
 
 /* --- host faults ---------------------------------------------------------- */
@@ -500,13 +532,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_munmap)
     if (!asid || !args->len)
         return 0;
     u64 addr = args->addr;
-    u64 last = addr + args->len - 1;
-    struct vma_val *vma = lookup_vma(asid, addr);
-    if (!vma)
-        vma = lookup_vma(asid, last);
-    if (!vma)
-        return 0;
-    emit(EV_MUNMAP, 0, 0, vma->ino, 0, (args->len + 4095) >> PAGE_SHIFT_, addr, asid);
+    u64 end = addr + ((args->len + 4095) & ~4095ULL);
+    u64 ino = unmap_range(asid, addr, end);
+    if (ino)
+        emit(EV_MUNMAP, 0, 0, ino, 0, (end - addr) >> PAGE_SHIFT_, addr, asid);
     return 0;
 }
 
@@ -542,11 +571,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mremap)
     if (ret < 0 && ret > -4096)
         return 0;
     u32 asid = traced_asid(id >> 32);
+    u64 old_pages = (c.a[0] + 4095) >> PAGE_SHIFT_;
     u64 pages = (c.a[1] + 4095) >> PAGE_SHIFT_;
+    unmap_range(asid, c.a[3], c.a[3] + (old_pages << PAGE_SHIFT_));
     map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.a[2]);
-    /* The old range goes, the new one comes: two events for the collector. */
-    emit(EV_MUNMAP, 0, 0, c.ino, 0, (c.a[0] + 4095) >> PAGE_SHIFT_, c.a[3], asid);
-    emit(EV_MREMAP, 0, 0, c.ino, c.a[2], pages, ret, asid);
+    emit(EV_MREMAP, 0, 0, c.ino, c.a[2], pages, ret, c.a[3]);
     return 0;
 }
 

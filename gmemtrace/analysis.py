@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 

@@ -212,6 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from gmemtrace.collector import Collector
+    from gmemtrace.kernel.procfs import alive
     from gmemtrace.report import build_report, to_table
     from gmemtrace.tracefile import TraceWriter
     from gmemtrace.tracer import GatedCommand, attach, check_pids, prepare
@@ -237,7 +238,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                 return True
             if child is not None:
                 return child.poll() is not None
-            return bool(args.pid) and not any(_alive(p) for p in args.pid)
+            return bool(args.pid) and not any(alive(p) for p in args.pid)
 
         clean = False
         try:
@@ -255,16 +256,6 @@ def cmd_record(args: argparse.Namespace) -> int:
         _console().print(to_table(report))
     print(f"gmemtrace: {collector.events_seen} events recorded to {args.output}", file=sys.stderr)
     return EXIT_OK
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _StopFlag:

@@ -83,3 +83,12 @@ def descendants(pids: list[int], proc: Path = PROC) -> list[int]:
             out.append(pid)
             todo.extend(children.get(pid, []))
     return out
+
+
+def alive(pid: int, proc: Path = PROC) -> bool:
+    """Whether the process runs: a zombie (exited, not yet reaped) does not."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"

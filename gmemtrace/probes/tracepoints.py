@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import time
 from typing import Any
@@ -14,10 +13,10 @@ from gmemtrace.kernel import kvm
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.headers import Headers
 from gmemtrace.kernel.offsets import offset_defines
-from gmemtrace.kernel.procfs import descendants, gmem_files, gmem_mappings
+from gmemtrace.kernel.procfs import GmemMapping, descendants, gmem_files, gmem_mappings
 from gmemtrace.probes.bcc_backend import compile_program
 from gmemtrace.probes.ringbuf import RingReader
-from gmemtrace.probes.vmas import Vma, VmaTable
+from gmemtrace.probes.vmas import blocks
 
 SOURCE = "gmem_tracepoints.c"
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
@@ -65,7 +64,6 @@ class TracepointSource:
             conf.stream_hot = 1 if stream_hot else 0
             conf.next_asid = FIRST_EXEC_ASID
             table[ctypes.c_int(0)] = conf
-            self.vmas = VmaTable(self._write_block)
             self.ring = RingReader(self.bpf["events"].map_fd, ringbuf_pages * 4096, EVENT_DTYPE)
             self.pids = descendants(pids) if pids else []
             targets = self.bpf["targets"]
@@ -76,14 +74,12 @@ class TracepointSource:
             self.bpf.cleanup()
             raise
 
-    def _write_block(self, asid: int, addr: int, bits: int, vma: Vma | None) -> None:
+    def _map_discovered(self, asid: int, mapping: GmemMapping) -> None:
+        """Put a mapping made before attaching into the kernel's trie, as mmap would have."""
         table = self.bpf["gmem_vmas"]
-        key = table.Key(96 - bits, _be(asid, 4), _be(addr, 8))
-        if vma is None:
-            with contextlib.suppress(KeyError):
-                del table[key]
-        else:
-            table[key] = table.Leaf(vma.start, vma.ino, vma.pgoff)
+        leaf = table.Leaf(mapping.start, mapping.end, mapping.ino, mapping.pgoff)
+        for addr, bits in blocks(mapping.start, mapping.end):
+            table[table.Key(96 - bits, _be(asid, 4), _be(addr, 8))] = leaf
 
     def _discover(self) -> np.ndarray:
         """guest_memfds and mappings that exist already, as synthetic CREATE/MMAP events."""
@@ -113,7 +109,7 @@ class TracepointSource:
                 inodes_known = any(r[6] == m.ino for r in rows)
                 if not inodes_known:
                     continue
-                self.vmas.add(pid, Vma(m.start, m.end, m.ino, m.pgoff))
+                self._map_discovered(pid, m)
                 rows.append(
                     (
                         now,
@@ -138,20 +134,7 @@ class TracepointSource:
         if self._discovered.size:
             batch = np.concatenate([self._discovered, batch])
             self._discovered = self._discovered[:0]
-        self._follow_mappings(batch)
         return batch
-
-    def _follow_mappings(self, batch: np.ndarray) -> None:
-        bookkeeping = batch[np.isin(batch["kind"], (Kind.MMAP, Kind.MUNMAP, Kind.MREMAP))]
-        for ev in bookkeeping:
-            kind, asid, addr = int(ev["kind"]), int(ev["arg2"]), int(ev["arg"])
-            if ev["result"] != 0 or ev["flags"] & DISCOVERED:
-                continue
-            end = addr + (int(ev["count"]) << 12)
-            if kind == Kind.MUNMAP:
-                self.vmas.remove(asid, addr, end)
-            else:
-                self.vmas.add(asid, Vma(addr, end, int(ev["ino"]), int(ev["first"])))
 
     def lost(self) -> int:
         """Events the kernel could not put in the ring buffer, since attach."""

@@ -1,5 +1,7 @@
 """IntervalMap against a naive per-page list, for any sequence of assignments."""
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +26,8 @@ def test_assignments_match_a_naive_model(assignments: list[tuple[int, int, str]]
     assert [m.get(p) for p in range(SIZE)] == naive
     runs = list(m.runs())
     assert runs[0][0] == 0 and runs[-1][1] == SIZE
-    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:], strict=False))
-    assert all(a[2] != b[2] for a, b in zip(runs, runs[1:], strict=False)), "runs are maximal"
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(runs))
+    assert all(a[2] != b[2] for a, b in itertools.pairwise(runs)), "runs are maximal"
     for value in "abcu":
         assert m.count(value) == naive.count(value)
 
