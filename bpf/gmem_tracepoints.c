@@ -13,12 +13,12 @@
  *    guest fault (the only guest faults visible without function probes).
  *
  * Defines from gmemtrace/probes/tracepoints.py: OFF_* (BTF), RINGBUF_PAGES,
- * and the ioctl numbers (CMD_*).
+ * and the ioctl numbers (CMD_*); maps and helpers shared with the function
+ * probes are in gmem_common.h.
  */
-#include <uapi/linux/ptrace.h>
-#include "gmem_event.h"
+/* Compiled after gmem_common.h: the loader puts both in one text, since bcc
+ * rewrites map calls (table.lookup() ...) only in its main source. */
 
-#define PAGE_SHIFT_ 12
 #define SIGBUS_ 7
 #define BUS_ADRERR_ 2
 #define FALLOC_FL_PUNCH_HOLE_ 0x02
@@ -26,7 +26,6 @@
 #define KVM_MEMORY_ATTRIBUTE_PRIVATE_ (1ULL << 3)
 #define PENDING_FAULT_NS 50000000ULL
 #define ADDR_BITS 48 /* user address space of x86-64 4-level paging */
-#define BPF_RB_NO_WAKEUP_ 1
 #define KVM_EXIT_MEMORY_FAULT_ 39
 
 /* Which syscall a stashed call belongs to. */
@@ -34,13 +33,6 @@
 #define CALL_FALLOCATE 2
 #define CALL_MMAP 3
 #define CALL_MREMAP 4
-
-struct config {
-    u32 trace_all;   /* no pid filter: every process is a target */
-    u32 stream_hot;  /* stream each fault and page event, not only counters */
-    u32 next_asid;   /* address space ids handed out at exec */
-    u32 pad;
-};
 
 struct vma_key {
     u32 prefixlen;
@@ -70,129 +62,10 @@ struct call {
     u64 a[6];
 };
 
-struct counters {
-    u64 host_faults;
-    u64 host_faults_refused;
-    u64 guest_faults;
-    u64 pages_allocated;
-    u64 pages_freed;
-};
-
-BPF_ARRAY(config, struct config, 1);
-BPF_HASH(targets, u32, u32, 65536);          /* tgid -> address space id */
-BPF_HASH(gmem_inodes, u64, u64, 65536);      /* ino -> s_dev (kernel encoding) */
 BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
 BPF_HASH(pending, u32, struct pending_fault, 16384);  /* tid -> last gmem fault */
 BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
 BPF_HASH(in_run, u32, u8, 16384);            /* tid inside KVM_RUN */
-BPF_HASH(inode_counters, u64, struct counters, 65536);
-BPF_PERCPU_ARRAY(lost, u64, 1);
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-
-static __always_inline struct config *cfg(void)
-{
-    u32 zero = 0;
-    return config.lookup(&zero);
-}
-
-/* The address space id of a traced process; 0 when it is not traced. */
-static __always_inline u32 traced_asid(u32 tgid)
-{
-    u32 *asid = targets.lookup(&tgid);
-    if (asid)
-        return *asid;
-    struct config *c = cfg();
-    return (c && c->trace_all) ? tgid : 0;
-}
-
-static __always_inline void emit(u16 kind, u16 flags, s32 result, u64 ino, u64 first,
-                                 u64 count, u64 arg, u64 arg2)
-{
-    struct gmem_event e = {};
-    u64 id = bpf_get_current_pid_tgid();
-    e.ts_ns = bpf_ktime_get_ns();
-    e.pid = id >> 32;
-    e.tid = (u32)id;
-    e.kind = kind;
-    e.flags = flags;
-    e.result = result;
-    e.ino = ino;
-    e.first = first;
-    e.count = count;
-    e.arg = arg;
-    e.arg2 = arg2;
-    bpf_get_current_comm(&e.comm, sizeof(e.comm));
-    if (events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP_) < 0) {
-        u32 zero = 0;
-        u64 *n = lost.lookup(&zero);
-        if (n)
-            (*n)++;
-    }
-}
-
-static __always_inline struct counters *counters_of(u64 ino)
-{
-    struct counters zero = {};
-    return inode_counters.lookup_or_try_init(&ino, &zero);
-}
-
-/* The struct file behind fd in the current task, or NULL. */
-static __always_inline void *fd_file(u64 fd)
-{
-    void *task = (void *)bpf_get_current_task();
-    void *files = NULL, *fdt = NULL, *file = NULL;
-    void **fd_array = NULL;
-    unsigned int max_fds = 0;
-
-    bpf_probe_read_kernel(&files, sizeof(files), task + OFF_TASK_FILES);
-    if (!files)
-        return NULL;
-    bpf_probe_read_kernel(&fdt, sizeof(fdt), files + OFF_FILES_FDT);
-    if (!fdt)
-        return NULL;
-    bpf_probe_read_kernel(&max_fds, sizeof(max_fds), fdt + OFF_FDTABLE_MAX_FDS);
-    if (fd >= max_fds)
-        return NULL;
-    bpf_probe_read_kernel(&fd_array, sizeof(fd_array), fdt + OFF_FDTABLE_FD);
-    if (!fd_array)
-        return NULL;
-    bpf_probe_read_kernel(&file, sizeof(file), fd_array + fd);
-    return file;
-}
-
-struct inode_id {
-    u64 ino;
-    u64 dev;
-    u64 size;
-};
-
-static __always_inline int file_inode_id(void *file, struct inode_id *id)
-{
-    void *inode = NULL, *sb = NULL;
-    u32 dev = 0;
-    if (!file)
-        return 0;
-    bpf_probe_read_kernel(&inode, sizeof(inode), file + OFF_FILE_F_INODE);
-    if (!inode)
-        return 0;
-    bpf_probe_read_kernel(&id->ino, sizeof(id->ino), inode + OFF_INODE_I_INO);
-    bpf_probe_read_kernel(&id->size, sizeof(id->size), inode + OFF_INODE_I_SIZE);
-    bpf_probe_read_kernel(&sb, sizeof(sb), inode + OFF_INODE_I_SB);
-    if (sb)
-        bpf_probe_read_kernel(&dev, sizeof(dev), sb + OFF_SUPER_BLOCK_S_DEV);
-    id->dev = dev;
-    return 1;
-}
-
-/* The guest_memfd inode behind fd, or 0 when fd is something else. */
-static __always_inline u64 gmem_ino_of_fd(u64 fd)
-{
-    struct inode_id id = {};
-    if (!file_inode_id(fd_file(fd), &id))
-        return 0;
-    u64 *dev = gmem_inodes.lookup(&id.ino);
-    return (dev && *dev == id.dev) ? id.ino : 0;
-}
 
 static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_val *val)
 {
@@ -287,8 +160,7 @@ TRACEPOINT_PROBE(exceptions, page_fault_user)
     struct counters *c = counters_of(p.ino);
     if (c)
         __sync_fetch_and_add(&c->host_faults, 1);
-    struct config *conf = cfg();
-    if (conf && conf->stream_hot)
+    if (streaming())
         emit(EV_HOST_FAULT, args->error_code & 0xffff, 0, p.ino, p.index, 1, addr, asid);
     return 0;
 }
@@ -336,8 +208,7 @@ TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
         if (guest)
             __sync_fetch_and_add(&c->guest_faults, count);
     }
-    struct config *conf = cfg();
-    if (!conf || !conf->stream_hot)
+    if (!streaming())
         return 0;
     if (guest)
         emit(EV_GUEST_FAULT, 0, 0, ino, args->index, count, 0, 0);
@@ -354,8 +225,7 @@ TRACEPOINT_PROBE(filemap, mm_filemap_delete_from_page_cache)
     struct counters *c = counters_of(ino);
     if (c)
         __sync_fetch_and_add(&c->pages_freed, count);
-    struct config *conf = cfg();
-    if (conf && conf->stream_hot)
+    if (streaming())
         emit(EV_FREE, 0, 0, ino, args->index, count, args->pfn, 0);
     return 0;
 }

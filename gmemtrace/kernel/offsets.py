@@ -18,8 +18,18 @@ MEMBERS = {
 }
 
 
-def offset_defines(btf: Btf) -> dict[str, int]:
-    """{-D name: byte offset} for every member in MEMBERS."""
-    return {
-        name: btf.member(struct, member).offset_bytes for name, (struct, member) in MEMBERS.items()
-    }
+# What the function probes read besides (bpf/gmem_functions.c).
+FUNCTION_MEMBERS = {
+    "OFF_VM_FAULT_VMA": ("vm_fault", "vma"),
+    "OFF_VM_FAULT_PGOFF": ("vm_fault", "pgoff"),
+    "OFF_VM_FAULT_ADDRESS": ("vm_fault", "address"),
+    "OFF_VMA_VM_FILE": ("vm_area_struct", "vm_file"),
+    "OFF_SLOT_BASE_GFN": ("kvm_memory_slot", "base_gfn"),
+    "OFF_SLOT_GMEM_FILE": ("kvm_memory_slot", "gmem.file"),
+    "OFF_SLOT_GMEM_PGOFF": ("kvm_memory_slot", "gmem.pgoff"),
+}
+
+
+def offset_defines(btf: Btf, members: dict[str, tuple[str, str]] = MEMBERS) -> dict[str, int]:
+    """{-D name: byte offset} for every entry of `members`."""
+    return {name: btf.member(s, m).offset_bytes for name, (s, m) in members.items()}

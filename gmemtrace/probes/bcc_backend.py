@@ -87,14 +87,24 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def program_text(*sources: str) -> str:
+    """The sources as one C text: bcc rewrites map calls (table.lookup() ...) only in
+    its main source, never in included headers. #line keeps error positions true."""
+    parts = []
+    for name in sources:
+        path = bpf_source(name)
+        parts.append(f'#line 1 "{path}"\n{path.read_text()}')
+    return "\n".join(parts)
+
+
 def compile_program(
-    source: str, defines: Mapping[str, str | int], headers: Headers
+    sources: tuple[str, ...], defines: Mapping[str, str | int], headers: Headers
 ) -> Any:  # a bcc.BPF: bcc has no type information
-    """Compile and load `bpf/<source>` with -D`defines`; bcc attaches its auto-probes."""
+    """Compile and load bpf/`sources` (one text) with -D`defines`; bcc attaches auto-probes."""
     bcc = import_bcc()
     cflags = [f"-I{bpf_dir()}", *(f"-D{name}={value}" for name, value in defines.items())]
     with _environment(headers.env):
-        return bcc.BPF(src_file=str(bpf_source(source)).encode(), cflags=cflags)
+        return bcc.BPF(text=program_text(*sources).encode(), cflags=cflags)
 
 
 _ERRNO_NAMES = {
@@ -140,7 +150,7 @@ def check_program_type(kind: str, headers: Headers, target_function: str) -> Pro
     program = None
     with captured_stderr() as stderr:
         try:
-            program = compile_program("selftest.c", defines, headers)
+            program = compile_program(("selftest.c",), defines, headers)
             if kind == "kprobe":
                 program.attach_kprobe(event=target_function.encode(), fn_name=b"check_kprobe")
         except Exception as err:

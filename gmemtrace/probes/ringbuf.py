@@ -22,6 +22,37 @@ DISCARD_BIT = 1 << 30
 LENGTH_MASK = DISCARD_BIT - 1
 
 
+def framed_dtype(record: np.dtype) -> np.dtype:
+    """A ring buffer record: its 8-byte header, then the event, padded to 8 bytes."""
+    stride = (RINGBUF_HDR + record.itemsize + 7) & ~7
+    return np.dtype(
+        {
+            "names": ["len", "event"],
+            "formats": ["<u4", record],
+            "offsets": [0, RINGBUF_HDR],
+            "itemsize": stride,
+        }
+    )
+
+
+def decode(buffer: object, offset: int, available: int, framed: np.dtype) -> tuple[np.ndarray, int]:
+    """(committed events, records consumed) from `available` framed records at `offset`.
+
+    Stops at the first record still being written (busy bit); skips discarded ones.
+    """
+    if available <= 0:
+        return np.empty(0, dtype=framed["event"]), 0
+    records = np.frombuffer(buffer, dtype=framed, count=available, offset=offset)  # type: ignore[call-overload]
+    lengths = records["len"]
+    busy = np.flatnonzero(lengths & BUSY_BIT)
+    ready = int(busy[0]) if busy.size else available
+    committed = lengths[:ready]
+    if np.any((committed & LENGTH_MASK) != framed["event"].itemsize):
+        raise GmemtraceError("ring buffer holds a record of unexpected size")
+    events: np.ndarray = records["event"][:ready][(committed & DISCARD_BIT) == 0].copy()
+    return events, ready
+
+
 class RingReader:
     """Drains a BPF_MAP_TYPE_RINGBUF whose records are all `record.itemsize` bytes."""
 
@@ -31,15 +62,8 @@ class RingReader:
         self.size = size
         self.mask = size - 1
         self.record = record
-        self.stride = (RINGBUF_HDR + record.itemsize + 7) & ~7
-        self._framed = np.dtype(
-            {
-                "names": ["len", "event"],
-                "formats": ["<u4", record],
-                "offsets": [0, RINGBUF_HDR],
-                "itemsize": self.stride,
-            }
-        )
+        self._framed = framed_dtype(record)
+        self.stride = self._framed.itemsize
         self._consumer = mmap.mmap(map_fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         # The producer page, then the data pages mapped twice so that a record
         # (or a run of them) that wraps around reads as one contiguous span.
@@ -58,18 +82,11 @@ class RingReader:
         available = (producer - consumer) // self.stride
         if limit is not None:
             available = min(available, limit)
-        if available <= 0:
-            return np.empty(0, dtype=self.record)
-        start = PAGE + (consumer & self.mask)
-        framed = np.frombuffer(self._producer, dtype=self._framed, count=available, offset=start)
-        lengths = framed["len"]
-        busy = np.flatnonzero(lengths & BUSY_BIT)
-        ready = int(busy[0]) if busy.size else available  # stop at the first uncommitted record
-        if np.any((lengths[:ready] & LENGTH_MASK) != self.record.itemsize):
-            raise GmemtraceError("ring buffer holds a record of unexpected size")
-        keep: np.ndarray = framed["event"][:ready][(lengths[:ready] & DISCARD_BIT) == 0].copy()
-        struct.pack_into("<Q", self._consumer, 0, consumer + ready * self.stride)
-        return keep
+        events, consumed = decode(
+            self._producer, PAGE + (consumer & self.mask), available, self._framed
+        )
+        struct.pack_into("<Q", self._consumer, 0, consumer + consumed * self.stride)
+        return events
 
     def pending_bytes(self) -> int:
         consumer, producer = self._positions()

@@ -18,7 +18,7 @@ from gmemtrace.probes.bcc_backend import compile_program
 from gmemtrace.probes.ringbuf import RingReader
 from gmemtrace.probes.vmas import blocks
 
-SOURCE = "gmem_tracepoints.c"
+SOURCES = ("gmem_common.h", "gmem_tracepoints.c")
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
 DISCOVERED = 0x1  # CREATE/MMAP flag: found in /proc at attach, not seen happening
 
@@ -56,7 +56,7 @@ class TracepointSource:
         stream_hot: bool = True,
         ringbuf_pages: int = 4096,
     ) -> None:
-        self.bpf: Any = compile_program(SOURCE, program_defines(btf, ringbuf_pages), headers)
+        self.bpf: Any = compile_program(SOURCES, program_defines(btf, ringbuf_pages), headers)
         try:
             table = self.bpf["config"]
             conf = table[ctypes.c_int(0)]

@@ -1,0 +1,154 @@
+/* Maps and helpers shared by every gmemtrace BPF program (bpf/gmem_*.c).
+ * Defines from Python: OFF_* (struct offsets from BTF), RINGBUF_PAGES.
+ * The loader (gmemtrace/probes/bcc_backend.py) compiles this file and the
+ * program as one text: bcc rewrites map calls only in its main source. */
+#ifndef GMEM_COMMON_H
+#define GMEM_COMMON_H
+
+#include <uapi/linux/ptrace.h>
+
+#include "gmem_event.h"
+
+#define PAGE_SHIFT_ 12
+#define BPF_RB_NO_WAKEUP_ 1
+
+struct config {
+    u32 trace_all;   /* no pid filter: every process is a target */
+    u32 stream_hot;  /* stream each fault and page event, not only counters */
+    u32 next_asid;   /* address space ids handed out at exec */
+    u32 pad;
+};
+
+struct counters {
+    u64 host_faults;
+    u64 host_faults_refused;
+    u64 guest_faults;
+    u64 pages_allocated;
+    u64 pages_freed;
+};
+
+BPF_ARRAY(config, struct config, 1);
+BPF_HASH(targets, u32, u32, 65536);          /* tgid -> address space id */
+BPF_HASH(gmem_inodes, u64, u64, 65536);      /* ino -> s_dev (kernel encoding) */
+BPF_HASH(inode_counters, u64, struct counters, 65536);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+static __always_inline struct config *cfg(void)
+{
+    u32 zero = 0;
+    return config.lookup(&zero);
+}
+
+/* The address space id of a traced process; 0 when it is not traced. */
+static __always_inline u32 traced_asid(u32 tgid)
+{
+    u32 *asid = targets.lookup(&tgid);
+    if (asid)
+        return *asid;
+    struct config *c = cfg();
+    return (c && c->trace_all) ? tgid : 0;
+}
+
+static __always_inline int streaming(void)
+{
+    struct config *c = cfg();
+    return c && c->stream_hot;
+}
+
+static __always_inline void emit(u16 kind, u16 flags, s32 result, u64 ino, u64 first,
+                                 u64 count, u64 arg, u64 arg2)
+{
+    struct gmem_event e = {};
+    u64 id = bpf_get_current_pid_tgid();
+    e.ts_ns = bpf_ktime_get_ns();
+    e.pid = id >> 32;
+    e.tid = (u32)id;
+    e.kind = kind;
+    e.flags = flags;
+    e.result = result;
+    e.ino = ino;
+    e.first = first;
+    e.count = count;
+    e.arg = arg;
+    e.arg2 = arg2;
+    bpf_get_current_comm(&e.comm, sizeof(e.comm));
+    if (events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP_) < 0) {
+        u32 zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n)
+            (*n)++;
+    }
+}
+
+static __always_inline struct counters *counters_of(u64 ino)
+{
+    struct counters zero = {};
+    return inode_counters.lookup_or_try_init(&ino, &zero);
+}
+
+/* The struct file behind fd in the current task, or NULL. */
+static __always_inline void *fd_file(u64 fd)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *files = NULL, *fdt = NULL, *file = NULL;
+    void **fd_array = NULL;
+    unsigned int max_fds = 0;
+
+    bpf_probe_read_kernel(&files, sizeof(files), task + OFF_TASK_FILES);
+    if (!files)
+        return NULL;
+    bpf_probe_read_kernel(&fdt, sizeof(fdt), files + OFF_FILES_FDT);
+    if (!fdt)
+        return NULL;
+    bpf_probe_read_kernel(&max_fds, sizeof(max_fds), fdt + OFF_FDTABLE_MAX_FDS);
+    if (fd >= max_fds)
+        return NULL;
+    bpf_probe_read_kernel(&fd_array, sizeof(fd_array), fdt + OFF_FDTABLE_FD);
+    if (!fd_array)
+        return NULL;
+    bpf_probe_read_kernel(&file, sizeof(file), fd_array + fd);
+    return file;
+}
+
+struct inode_id {
+    u64 ino;
+    u64 dev;
+    u64 size;
+};
+
+static __always_inline int inode_id_of(void *inode, struct inode_id *id)
+{
+    void *sb = NULL;
+    u32 dev = 0;
+    if (!inode)
+        return 0;
+    bpf_probe_read_kernel(&id->ino, sizeof(id->ino), inode + OFF_INODE_I_INO);
+    bpf_probe_read_kernel(&id->size, sizeof(id->size), inode + OFF_INODE_I_SIZE);
+    bpf_probe_read_kernel(&sb, sizeof(sb), inode + OFF_INODE_I_SB);
+    if (sb)
+        bpf_probe_read_kernel(&dev, sizeof(dev), sb + OFF_SUPER_BLOCK_S_DEV);
+    id->dev = dev;
+    return 1;
+}
+
+static __always_inline int file_inode_id(void *file, struct inode_id *id)
+{
+    void *inode = NULL;
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&inode, sizeof(inode), file + OFF_FILE_F_INODE);
+    return inode_id_of(inode, id);
+}
+
+/* The guest_memfd inode behind fd, or 0 when fd is something else. */
+static __always_inline u64 gmem_ino_of_fd(u64 fd)
+{
+    struct inode_id id = {};
+    if (!file_inode_id(fd_file(fd), &id))
+        return 0;
+    u64 *dev = gmem_inodes.lookup(&id.ino);
+    return (dev && *dev == id.dev) ? id.ino : 0;
+}
+
+#endif

@@ -1,0 +1,99 @@
+"""`gmemtrace record` and `probes` on the real kernel: errors, plans, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gmemtrace.tracefile import read_trace_file
+
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
+GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GMEMTRACE, *args], capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
+def bpf_program_ids() -> set[int]:
+    out = subprocess.run(
+        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(p["id"]) for p in json.loads(out)}
+
+
+def test_pid_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run("record", "--pid", "999999999", "-o", str(tmp_path / "t.trace"))
+    assert result.returncode == 2
+    assert result.stderr == "gmemtrace: error: no process with pid 999999999\n"
+    assert not (tmp_path / "t.trace").exists()
+
+
+def test_forcing_a_tier_the_kernel_refuses_says_why(tmp_path: Path) -> None:
+    plan = json.loads(run("probes", "--json").stdout)
+    fentry_works = any(c["tier"] == "fentry" for c in plan)
+    result = run("record", "--tier", "fentry", "-o", str(tmp_path / "t.trace"), "--", "true")
+    if fentry_works:
+        pytest.skip("fentry loads on this kernel: nothing to refuse")
+    assert result.returncode == 1
+    assert result.stderr.startswith("gmemtrace: error: tier fentry cannot be used here: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_probe_plan_covers_every_logical_event() -> None:
+    result = run("probes", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = {c["event"]: c for c in json.loads(result.stdout)}
+    assert set(plan) >= {
+        "create",
+        "bind",
+        "host_fault",
+        "host_fault_refused",
+        "guest_fault",
+        "alloc",
+        "free",
+        "punch",
+        "convert",
+        "memory_fault_exit",
+        "shareability_setup",
+        "release",
+    }
+    for event in ("host_fault", "alloc", "free", "punch", "convert", "create"):
+        assert plan[event]["tier"] is not None, event
+    for choice in plan.values():
+        if choice["tier"] == "tracepoint":
+            better = {tier for tier, _ in choice["rejected"]}
+            assert better == {"fentry", "kprobe"}, "each better tier says why it was rejected"
+        if choice["tier"] is None:
+            assert choice["rejected"], "an unavailable event says why"
+
+
+def test_record_everything_for_a_while_then_nothing_is_left_attached(tmp_path: Path) -> None:
+    before = bpf_program_ids()
+    trace = tmp_path / "all.trace"
+    result = run("record", "-d", "1", "-o", str(trace))
+    assert result.returncode == 0, result.stderr
+    assert read_trace_file(trace).complete
+    assert bpf_program_ids() <= before, "every program gmemtrace loaded is gone"
+
+
+def test_command_output_passes_through_and_its_children_are_followed(tmp_path: Path) -> None:
+    trace, truth = tmp_path / "t.trace", tmp_path / "truth.json"
+    script = (
+        "import subprocess, sys; print('hello from the command'); "
+        f"subprocess.run([sys.executable, '-m', 'gmemtrace', 'workload', 'private-touch', "
+        f"'--pages', '2', '-o', '{truth}'], check=True, stdout=subprocess.DEVNULL)"
+    )
+    result = run("record", "-o", str(trace), "--json", "--", sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("hello from the command\n")
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    (inode,) = report["inodes"]
+    assert inode["ino"] == json.loads(truth.read_text())["inodes"][0]["ino"]
+    assert inode["host_faults_refused"] == 2  # grandchildren of the command, followed
