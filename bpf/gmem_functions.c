@@ -68,6 +68,7 @@ static __always_inline void fault_return(u64 ret)
     struct fault_call c = *call;
     fault_calls.delete(&tid);
     u64 latency = bpf_ktime_get_ns() - c.ts;
+    record_latency(EV_HOST_FAULT, latency);
     struct counters *n = counters_of(c.ino);
     if (ret & VM_FAULT_SIGBUS_) {
         if (n)
@@ -113,6 +114,7 @@ static __always_inline void range_return(u16 kind, long ret)
     struct range_call c = *call;
     range_calls.delete(&tid);
     u64 latency = bpf_ktime_get_ns() - c.ts;
+    record_latency(kind, latency);
     if (kind == EV_GUEST_FAULT) {
         struct counters *n = counters_of(c.ino);
         if (n && ret == 0)

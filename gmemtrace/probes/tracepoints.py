@@ -58,15 +58,15 @@ class TracepointSource:
     ) -> None:
         self.bpf: Any = compile_program(SOURCES, program_defines(btf, ringbuf_pages), headers)
         try:
-            table = self.bpf["config"]
+            table = self.bpf[b"config"]
             conf = table[ctypes.c_int(0)]
             conf.trace_all = 0 if pids else 1
             conf.stream_hot = 1 if stream_hot else 0
             conf.next_asid = FIRST_EXEC_ASID
             table[ctypes.c_int(0)] = conf
-            self.ring = RingReader(self.bpf["events"].map_fd, ringbuf_pages * 4096, EVENT_DTYPE)
+            self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages * 4096, EVENT_DTYPE)
             self.pids = descendants(pids) if pids else []
-            targets = self.bpf["targets"]
+            targets = self.bpf[b"targets"]
             for pid in self.pids:
                 targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(pid)
             self._discovered = self._discover()
@@ -76,7 +76,7 @@ class TracepointSource:
 
     def _map_discovered(self, asid: int, mapping: GmemMapping) -> None:
         """Put a mapping made before attaching into the kernel's trie, as mmap would have."""
-        table = self.bpf["gmem_vmas"]
+        table = self.bpf[b"gmem_vmas"]
         leaf = table.Leaf(mapping.start, mapping.end, mapping.ino, mapping.pgoff)
         for addr, bits in blocks(mapping.start, mapping.end):
             table[table.Key(96 - bits, _be(asid, 4), _be(addr, 8))] = leaf
@@ -85,7 +85,7 @@ class TracepointSource:
         """guest_memfds and mappings that exist already, as synthetic CREATE/MMAP events."""
         now = time.monotonic_ns()
         rows = []
-        inodes = self.bpf["gmem_inodes"]
+        inodes = self.bpf[b"gmem_inodes"]
         for pid in self.pids or []:
             for f in gmem_files(pid):
                 inodes[ctypes.c_uint64(f.ino)] = ctypes.c_uint64(f.dev)
@@ -138,13 +138,20 @@ class TracepointSource:
 
     def lost(self) -> int:
         """Events the kernel could not put in the ring buffer, since attach."""
-        return int(sum(self.bpf["lost"][ctypes.c_int(0)]))
+        return int(sum(self.bpf[b"lost"][ctypes.c_int(0)]))
 
     def inode_counters(self) -> dict[int, dict[str, int]]:
         """The in-kernel per-inode counters."""
         out = {}
-        for key, value in self.bpf["inode_counters"].items():
+        for key, value in self.bpf[b"inode_counters"].items():
             out[int(key.value)] = {name: int(getattr(value, name)) for name, _ in value._fields_}
+        return out
+
+    def latency_histograms(self) -> dict[str, dict[int, int]]:
+        """In-kernel log2 histograms: {event: {log2(ns) slot: count}}."""
+        out: dict[str, dict[int, int]] = {}
+        for key, value in self.bpf[b"latency"].items():
+            out.setdefault(Kind(key.kind).label, {})[int(key.slot)] = int(value.value)
         return out
 
     def close(self) -> None:

@@ -106,6 +106,20 @@ class Workload:
         mapping.zap(first, count)
         self.truth[mapping.gmem.ino].zap(id(mapping), first, count, self.pid)
 
+    def move(self, mapping: HostMapping) -> None:
+        """mremap the mapping elsewhere: the pages it had mapped stay mapped."""
+        old = mapping.addr
+        new = mapping.move()
+        self.truth[mapping.gmem.ino].log(
+            "mremap", mapping.offset_pages, mapping.npages, self.pid, old=old, addr=new
+        )
+
+    def unmap_pages(self, mapping: HostMapping, first: int, count: int) -> None:
+        mapping.unmap_pages(first, count)
+        ledger = self.truth[mapping.gmem.ino]
+        ledger.host_mapped.get(id(mapping), set()).difference_update(range(first, first + count))
+        ledger.log("munmap", first, count, self.pid)
+
     def fallocate(self, gmem: GuestMemfd, first: int, count: int) -> None:
         gmem.fallocate(first, count)
         self.truth[gmem.ino].fallocate(first, count, self.pid)

@@ -28,6 +28,17 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+_libc.mremap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_void_p,
+]
+_libc.mremap.restype = ctypes.c_void_p
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+PROT_NONE = 0  # not in the mmap module of Python 3.11
 
 MAP_FAILED = ctypes.c_void_p(-1).value
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -87,6 +98,29 @@ class HostMapping:
             raw = pagemap.read(self.npages * 8)
         entries = struct.unpack(f"<{self.npages}Q", raw)
         return {self.offset_pages + i for i, entry in enumerate(entries) if entry >> 63}
+
+    def move(self) -> int:
+        """mremap() the whole mapping to a fresh address; its page table entries move along."""
+        size = self.npages * PAGE_SIZE
+        target = _map(size, PROT_NONE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        addr = _libc.mremap(self.addr, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, target)
+        if addr in (None, MAP_FAILED):
+            err = ctypes.get_errno()
+            _libc.munmap(target, size)
+            raise kvm.KvmError("mremap", err)
+        self.addr = int(addr)
+        return self.addr
+
+    def unmap_pages(self, first: int, count: int) -> None:
+        """munmap() part of the mapping (it must stay one piece: from the start or to the end)."""
+        end = self.offset_pages + self.npages
+        if first != self.offset_pages and first + count != end:
+            raise ValueError("only a prefix or a suffix can be unmapped")
+        _check(_libc.munmap(self.address(first), count * PAGE_SIZE), "munmap")
+        if first == self.offset_pages:
+            self.addr += count * PAGE_SIZE
+            self.offset_pages += count
+        self.npages -= count
 
     def unmap(self) -> None:
         if self.addr:
