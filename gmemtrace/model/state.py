@@ -1,14 +1,15 @@
-"""The model: per-inode shareability and residency maps, counters, conversions and rates.
+"""The model: per-inode shareability, residency and fault recency maps, counters, logs.
 
 It consumes event batches, whichever tier or file produced them. Hot kinds
-(faults, page events) are counted with numpy; only the rare kinds, and runs of
-page events, are walked one by one.
+(faults, page events) are counted with numpy and applied as runs of
+consecutive pages; only the rare kinds are walked one by one.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +29,11 @@ class Share(enum.StrEnum):
 
 
 # Where a page's shareability comes from.
-FROM_FLAGS, FROM_CONVERSION, FROM_FAULT, FROM_REFUSED, FROM_NOTHING = (
-    "creation flags",
-    "conversion",
-    "fault",
-    "refused fault",
-    "unknown",
-)
+FROM_FLAGS = "creation flags"
+FROM_CONVERSION = "conversion"
+FROM_FAULT = "fault"
+FROM_REFUSED = "refused fault"
+FROM_NOTHING = "unknown"
 
 COUNTERS = (
     "host_faults",
@@ -48,14 +47,18 @@ COUNTERS = (
     "conversions_to_private",
 )
 
-# Event kind -> counter, for the kinds counted in bulk. A refused fault is
-# also a host fault event (the fault was taken, then refused): host_faults
-# counts the successful ones.
-_BULK = {
-    Kind.HOST_FAULT: "host_faults",
-    Kind.HOST_FAULT_REFUSED: "host_faults_refused",
-    Kind.GUEST_FAULT: "guest_faults",
+# Event kind -> counter for the kinds counted in bulk, and whether the event's
+# page count (not 1) is what counts. A refused fault is also a host fault
+# event (taken, then refused): host_faults counts the successful ones.
+_BULK: dict[int, tuple[str, bool]] = {
+    Kind.HOST_FAULT: ("host_faults", False),
+    Kind.HOST_FAULT_REFUSED: ("host_faults_refused", False),
+    Kind.GUEST_FAULT: ("guest_faults", True),
+    Kind.ALLOC: ("pages_allocated", True),
+    Kind.FREE: ("pages_freed", True),
 }
+# Kinds whose latency (ns) the event carries, and in which field.
+_LATENCY_FIELD = {Kind.CONVERT: "arg2", Kind.PUNCH: "arg", Kind.FALLOCATE: "arg"}
 
 
 @dataclass
@@ -66,6 +69,7 @@ class InodeState:
     init: Share
     shareability: IntervalMap[tuple[Share, str]]
     resident: IntervalMap[bool]
+    last_fault_ns: IntervalMap[int]  # when the host last faulted each page (0: never)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     first_seen_ns: int = 0
 
@@ -83,20 +87,28 @@ class InodeState:
             init,
             IntervalMap(size_pages, (init, provenance)),
             IntervalMap(size_pages, False),
+            IntervalMap(size_pages, 0),
             first_seen_ns=ts,
         )
 
     def pages(self, state: Share) -> int:
         return sum(end - first for first, end, (s, _) in self.shareability.runs() if s is state)
 
-    def infer(self, page: int, state: Share, provenance: str) -> None:
-        """A fault's outcome says what an unknown page must be."""
-        if page >= self.size_pages:
-            self.size_pages = page + 1
-            self.shareability.resize(self.size_pages, (Share.UNKNOWN, FROM_NOTHING))
-            self.resident.resize(self.size_pages, False)
-        if self.shareability.get(page)[0] is Share.UNKNOWN:
-            self.shareability.assign(page, page + 1, (state, provenance))
+    def grow(self, size_pages: int) -> None:
+        """Pages beyond the known size: an inode first seen in page or fault events."""
+        if size_pages > self.size_pages:
+            self.size_pages = size_pages
+            self.shareability.resize(size_pages, (Share.UNKNOWN, FROM_NOTHING))
+            self.resident.resize(size_pages, False)
+            self.last_fault_ns.resize(size_pages, 0)
+
+    def infer(self, first: int, end: int, state: Share, provenance: str) -> None:
+        """A fault's outcome says what pages nothing else described must be."""
+        self.grow(end)
+        for run_first, run_end, (known, _) in list(self.shareability.runs()):
+            lo, hi = max(first, run_first), min(end, run_end)
+            if lo < hi and known is Share.UNKNOWN:
+                self.shareability.assign(lo, hi, (state, provenance))
 
 
 @dataclass(frozen=True)
@@ -117,10 +129,12 @@ class Model:
     conversions: list[dict[str, Any]] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)
     per_pid: dict[int, dict[str, int]] = field(default_factory=dict)
+    per_thread: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
     comms: dict[int, str] = field(default_factory=dict)
     pids: set[int] = field(default_factory=set)  # every process seen doing guest_memfd work
-    rates: dict[tuple[int, int, str], int] = field(default_factory=dict)  # (second, ino, counter)
+    latency: dict[str, dict[int, int]] = field(default_factory=dict)  # event -> log2(ns) -> n
     lost_events: int = 0
+    events_applied: int = 0
     first_ns: int | None = None
     last_ns: int | None = None
     ended: bool = False
@@ -139,6 +153,9 @@ class Model:
                 return b.ino, b.first + gfn - b.base_gfn
         return None
 
+    def slots_of(self, ino: int) -> list[int]:
+        return sorted({b.slot for b in self.bindings if b.ino == ino})
+
     # --- applying a batch ---------------------------------------------------
     def apply(self, events: np.ndarray) -> None:
         if events.size == 0:
@@ -150,83 +167,73 @@ class Model:
             self.first_ns = int(times.min()) if self.first_ns is None else self.first_ns
             self.last_ns = max(self.last_ns or 0, int(times.max()))
             self.pids.update(np.unique(events["pid"][traced]).tolist())
+        self.events_applied += int(events.size)
         rare = ~np.isin(kinds, (Kind.HOST_FAULT, Kind.GUEST_FAULT, Kind.ALLOC, Kind.FREE))
         for ev in events[rare]:
             self._apply_rare(ev)
         self._apply_faults(events[kinds == Kind.HOST_FAULT])
-        self._apply_pages(events[np.isin(kinds, (Kind.ALLOC, Kind.FREE))])
+        self._apply_pages(events[(kinds == Kind.ALLOC) | (kinds == Kind.FREE)])
         self._count(events)
+        self._latencies(events)
 
     def _count(self, events: np.ndarray) -> None:
-        """Bulk counters per inode, per pid and per second, from the hot kinds."""
-        for kind, counter in (
-            *_BULK.items(),
-            (Kind.ALLOC, "pages_allocated"),
-            (Kind.FREE, "pages_freed"),
-        ):
+        """Bulk counters per inode, per process and per thread."""
+        for kind, (counter, weighted) in _BULK.items():
             chosen = events[events["kind"] == kind]
             if chosen.size == 0:
                 continue
-            weight = chosen["count"] if kind in (Kind.ALLOC, Kind.FREE, Kind.GUEST_FAULT) else None
-            sign = -1 if kind == Kind.HOST_FAULT_REFUSED else 1
-            for ino, n in _sum_by(chosen["ino"], weight):
-                state = self.inode(ino, int(chosen["ts_ns"][0]))
-                state.counts[counter] += n
-                if kind == Kind.HOST_FAULT_REFUSED:
-                    state.counts["host_faults"] -= n
-            for pid, n in _sum_by(chosen["pid"], weight):
-                counts = self.per_pid.setdefault(pid, dict.fromkeys(COUNTERS, 0))
-                counts[counter] += n
-                if sign < 0:
-                    counts["host_faults"] -= n
-            seconds = (chosen["ts_ns"] // 1_000_000_000).astype(np.int64)
-            keys = np.stack([seconds, chosen["ino"].astype(np.int64)], axis=1)
-            values = chosen["count"] if weight is not None else np.ones(chosen.size, np.int64)
-            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-            sums = np.bincount(inverse.ravel(), weights=values.astype(np.float64))
-            for (second, ino), n in zip(uniq.tolist(), sums.tolist(), strict=True):
-                key = (second, ino, counter)
-                self.rates[key] = self.rates.get(key, 0) + int(n)
-        for pid, comm in zip(events["pid"].tolist(), events["comm"].tolist(), strict=True):
-            if comm and pid not in self.comms:
+            weights = chosen["count"] if weighted else None
+            refused = kind == Kind.HOST_FAULT_REFUSED
+            for ino, n in _sum_by(chosen["ino"], weights):
+                counts = self.inode(ino, int(chosen["ts_ns"][0])).counts
+                _add(counts, counter, n, refused)
+            for pid, n in _sum_by(chosen["pid"], weights):
+                _add(self.per_pid.setdefault(pid, dict.fromkeys(COUNTERS, 0)), counter, n, refused)
+            thread_key = (chosen["pid"].astype(np.uint64) << np.uint64(32)) | chosen["tid"]
+            for key, n in _sum_by(thread_key, weights):
+                counts = self.per_thread.setdefault(
+                    (key >> 32, key & 0xFFFFFFFF), dict.fromkeys(COUNTERS, 0)
+                )
+                _add(counts, counter, n, refused)
+        new = [p for p in np.unique(events["pid"]).tolist() if p not in self.comms]
+        for pid in new:
+            comm = events["comm"][events["pid"] == pid][0]
+            if comm:
                 self.comms[pid] = comm.decode(errors="replace")
 
+    def _latencies(self, events: np.ndarray) -> None:
+        for kind, column in _LATENCY_FIELD.items():
+            values = events[column][events["kind"] == kind]
+            if values.size == 0:
+                continue
+            slots = np.floor(np.log2(np.maximum(values, 1).astype(np.float64))).astype(np.int64)
+            hist = self.latency.setdefault(Kind(kind).label, {})
+            for slot, n in zip(*np.unique(slots, return_counts=True), strict=True):
+                hist[int(slot)] = hist.get(int(slot), 0) + int(n)
+
     def _apply_faults(self, faults: np.ndarray) -> None:
-        """Successful host faults say their page is shared, where nothing else did."""
-        for ino in np.unique(faults["ino"]).tolist():
-            state = self.inode(ino, 0)
-            if state.init is not Share.UNKNOWN:
-                continue  # flags already say what every page starts as
-            for page in np.unique(faults["first"][faults["ino"] == ino]).tolist():
-                state.infer(page, Share.SHARED, FROM_FAULT)
+        """When each page was last faulted, and, where nothing else said what the pages
+        are, that they are shared (the host could map them)."""
+        for ino, first, end, last_ns in _runs(faults):
+            state = self.inode(ino, last_ns)
+            state.grow(end)
+            state.last_fault_ns.assign(first, end, last_ns)
+            if state.init is Share.UNKNOWN:
+                state.infer(first, end, Share.SHARED, FROM_FAULT)
 
     def _apply_pages(self, pages: np.ndarray) -> None:
-        """Residency: runs of consecutive allocations or frees, applied in order."""
-        if pages.size == 0:
-            return
-        kind, ino, first, count = (
-            pages[f].astype(np.int64) for f in ("kind", "ino", "first", "count")
-        )
-        starts = np.ones(pages.size, dtype=bool)
-        starts[1:] = (
-            (kind[1:] != kind[:-1]) | (ino[1:] != ino[:-1]) | (first[1:] != first[:-1] + count[:-1])
-        )
-        bounds = [*np.flatnonzero(starts).tolist(), pages.size]
-        for a, b in itertools.pairwise(bounds):
-            state = self.inode(int(ino[a]), int(pages["ts_ns"][a]))
-            lo, hi = int(first[a]), int(first[b - 1] + count[b - 1])
-            if hi > state.size_pages and state.init is Share.UNKNOWN:
-                state.size_pages = hi
-                state.shareability.resize(hi, (Share.UNKNOWN, FROM_NOTHING))
-                state.resident.resize(hi, False)
-            state.resident.assign(lo, hi, bool(kind[a] == Kind.ALLOC))
+        """Residency, from runs of consecutive allocations or frees, in order."""
+        for ino, first, end, _ts, kind in _runs(pages, with_kind=True):
+            state = self.inode(ino, _ts)
+            if state.init is Share.UNKNOWN:
+                state.grow(end)
+            state.resident.assign(first, end, kind == Kind.ALLOC)
 
     def _apply_rare(self, ev: np.void) -> None:
         kind, ts, ino = int(ev["kind"]), int(ev["ts_ns"]), int(ev["ino"])
         if kind == Kind.CREATE and ev["result"] == 0:
             flags = None if ev["flags"] & DISCOVERED else int(ev["arg"])
-            existing = self.inodes.get(ino)
-            if existing is None or flags is not None:
+            if ino not in self.inodes or flags is not None:
                 self.inodes[ino] = InodeState.create(ino, int(ev["count"]), flags, ts)
         elif kind == Kind.BIND and ev["result"] == 0:
             self.bindings.append(
@@ -239,14 +246,19 @@ class Model:
                 )
             )
         elif kind == Kind.HOST_FAULT_REFUSED:
-            self.inode(ino, ts).infer(int(ev["first"]), Share.PRIVATE, FROM_REFUSED)
+            page = int(ev["first"])
+            state = self.inode(ino, ts)
+            state.grow(page + 1)
+            # Stronger than an inference from the fault itself (taken, then refused).
+            if state.shareability.get(page)[1] in (FROM_NOTHING, FROM_FAULT):
+                state.shareability.assign(page, page + 1, (Share.PRIVATE, FROM_REFUSED))
             self.refused.append(
                 {
                     "ts_ns": ts,
                     "pid": int(ev["pid"]),
                     "tid": int(ev["tid"]),
                     "ino": ino,
-                    "page": int(ev["first"]),
+                    "page": page,
                     "address": int(ev["arg"]),
                 }
             )
@@ -262,24 +274,25 @@ class Model:
     def _apply_conversion(self, ev: np.void) -> None:
         flags, ts = int(ev["flags"]), int(ev["ts_ns"])
         to_private = bool(flags & CONV_TO_PRIVATE)
-        interface = next((n for bit, n in CONV_INTERFACES.items() if flags & bit), "unknown")
+        interface = next((n for bit, n in CONV_INTERFACES.items() if flags & bit), "kernel")
         ino, first = int(ev["ino"]), int(ev["first"])
         if interface == "KVM_SET_MEMORY_ATTRIBUTES":  # by guest physical address
             located = self.locate_gfn(first)
             ino, first = located if located else (0, first)
-        entry = {
-            "ts_ns": ts,
-            "pid": int(ev["pid"]),
-            "tid": int(ev["tid"]),
-            "ino": ino or None,
-            "first": first,
-            "count": int(ev["count"]),
-            "to": Share.PRIVATE.value if to_private else Share.SHARED.value,
-            "interface": interface,
-            "result": int(ev["result"]),
-            "latency_ns": int(ev["arg2"]),
-        }
-        self.conversions.append(entry)
+        self.conversions.append(
+            {
+                "ts_ns": ts,
+                "pid": int(ev["pid"]),
+                "tid": int(ev["tid"]),
+                "ino": ino or None,
+                "first": first,
+                "count": int(ev["count"]),
+                "to": Share.PRIVATE.value if to_private else Share.SHARED.value,
+                "interface": interface,
+                "result": int(ev["result"]),
+                "latency_ns": int(ev["arg2"]),
+            }
+        )
         if not ino:
             return  # unattributed: a gpa outside every binding seen
         state = self.inode(ino, ts)
@@ -290,6 +303,12 @@ class Model:
             state.counts["conversions_to_private" if to_private else "conversions_to_shared"] += 1
 
 
+def _add(counts: dict[str, int], counter: str, n: int, refused: bool) -> None:
+    counts[counter] += n
+    if refused:
+        counts["host_faults"] -= n
+
+
 def _sum_by(keys: np.ndarray, weights: np.ndarray | None) -> list[tuple[int, int]]:
     uniq, inverse = np.unique(keys, return_inverse=True)
     if weights is None:
@@ -297,3 +316,27 @@ def _sum_by(keys: np.ndarray, weights: np.ndarray | None) -> list[tuple[int, int
     else:
         sums = np.bincount(inverse.ravel(), weights=weights.astype(np.float64))
     return [(int(k), int(n)) for k, n in zip(uniq.tolist(), sums.tolist(), strict=True)]
+
+
+def _runs(events: np.ndarray, with_kind: bool = False) -> Iterator[Any]:
+    """Runs of events on consecutive pages of one inode (and one kind), in order:
+    (ino, first, end, last ts[, kind])."""
+    if events.size == 0:
+        return
+    ino = events["ino"].astype(np.int64)
+    first = events["first"].astype(np.int64)
+    count = events["count"].astype(np.int64)
+    kind = events["kind"].astype(np.int64)
+    starts = np.ones(events.size, dtype=bool)
+    starts[1:] = (ino[1:] != ino[:-1]) | (first[1:] != first[:-1] + count[:-1])
+    if with_kind:
+        starts[1:] |= kind[1:] != kind[:-1]
+    bounds = [*np.flatnonzero(starts).tolist(), events.size]
+    for a, b in itertools.pairwise(bounds):
+        run = (
+            int(ino[a]),
+            int(first[a]),
+            int(first[b - 1] + count[b - 1]),
+            int(events["ts_ns"][b - 1]),
+        )
+        yield (*run, int(kind[a])) if with_kind else run
