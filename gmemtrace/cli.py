@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -14,10 +13,14 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from gmemtrace.errors import EXIT_OK, EXIT_USAGE, GmemtraceError, UsageError
+from gmemtrace.errors import EXIT_OK, GmemtraceError, UsageError
 
 EPILOG = """\
 examples:
+  gmemtrace --pid 1234          # live view of a running VMM (Ctrl-C ends it with a summary)
+  gmemtrace --comm qemu-system-x86 -i 2 --sort refused
+  gmemtrace -o vm.trace -- qemu-system-x86_64 ...   # start a VMM under the view, recording
+  gmemtrace --pid 1234 --json -d 10 | jq .           # one JSON object per interval
   gmemtrace doctor              # can this machine trace guest_memfd? what to fix
   gmemtrace doctor --json       # the same, for scripts
   gmemtrace workload mixed      # run the built-in VMM workload, print its ground truth
@@ -97,6 +100,7 @@ def build_parser() -> Parser:
     )
     workload.add_argument("-o", "--output", type=Path, help="write the ground truth JSON here")
     workload.add_argument("--json", action="store_true", help="print the ground truth JSON")
+    workload.add_argument("-q", "--quiet", action="store_true", help="print nothing")
 
     record = commands.add_parser(
         "record",
@@ -134,7 +138,68 @@ def build_parser() -> Parser:
     probes.add_argument("--tier", choices=TIERS, help="plan with only this tier")
     probes.add_argument("--json", action="store_true")
 
-    commands.add_parser("demo", help="doctor, then the mixed workload and its ground truth")
+    demo = commands.add_parser(
+        "demo", help="the live view of the built-in workload (a recorded one without KVM/BPF)"
+    )
+    demo.add_argument("-d", "--duration", type=_positive_float, default=20.0, metavar="SECONDS")
+    demo.add_argument("--replay", action="store_true", help="replay the shipped trace anyway")
+    return parser
+
+
+def build_live_parser() -> Parser:
+    from gmemtrace.sinks.dashboard import SORT_KEYS
+
+    parser = Parser(
+        prog="gmemtrace",
+        description="Live view of guest_memfd memory: shareability maps, fault rates, "
+        "conversions. Subcommands: record, report, probes, doctor, workload, demo "
+        "(gmemtrace COMMAND --help).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-p",
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="trace this process and its children (repeatable)",
+    )
+    parser.add_argument(
+        "--comm", metavar="NAME", help="trace processes with this name, also ones that start later"
+    )
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="rate interval (default 1)",
+    )
+    parser.add_argument(
+        "-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after this long"
+    )
+    parser.add_argument("-o", "--output", type=Path, help="also record to this trace file")
+    parser.add_argument(
+        "--sort",
+        choices=sorted(SORT_KEYS),
+        default="host",
+        help="order inodes and threads by this rate (default host)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--no-live",
+        action="store_true",
+        help="a plain table per interval (the default when not on a terminal)",
+    )
+    output.add_argument("--json", action="store_true", help="one JSON object per interval")
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ARGS",
+        help="a command to start under the view; the view ends with it",
+    )
     return parser
 
 
@@ -153,8 +218,9 @@ def _positive_float(text: str) -> float:
 
 
 def _console() -> Console:
-    # Not a terminal: wide enough that tables stay tables in logs and CI.
-    return Console() if sys.stdout.isatty() else Console(width=int(os.environ.get("COLUMNS", 140)))
+    from gmemtrace.sinks.console import make_console
+
+    return make_console()
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -192,22 +258,40 @@ def cmd_workload(args: argparse.Namespace) -> int:
         _write_json(args.output, truth)
     if args.json:
         print(json.dumps(truth, indent=2))
-    else:
+    elif not args.quiet:
         _console().print(truth_table(truth))
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gmemtrace.doctor import diagnose
-    from gmemtrace.sinks.doctor_table import doctor_table
-    from gmemtrace.sinks.truth_table import truth_table
-    from gmemtrace.workload import run_scenario
+    from gmemtrace import live
 
-    console = _console()
-    console.print(doctor_table(diagnose()))
-    console.print()
-    console.print(truth_table(run_scenario("mixed")))
-    return EXIT_OK
+    return live.demo(args.duration, force_replay=args.replay)
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from gmemtrace import live
+
+    if args.comm is not None and not _valid_comm(args.comm):
+        raise UsageError(f"--comm {args.comm!r}: a process name is 1 to 15 printable characters")
+    mode = "json" if args.json else "plain" if args.no_live or not live.is_terminal() else "live"
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return live.run(
+        live.Options(
+            pids=args.pid,
+            comm=args.comm,
+            command=command,
+            interval_s=args.interval,
+            duration_s=args.duration,
+            output=args.output,
+            sort=args.sort,
+            mode=mode,
+        )
+    )
+
+
+def _valid_comm(comm: str) -> bool:
+    return 0 < len(comm) <= 15 and comm.isprintable() and "/" not in comm
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -311,11 +395,11 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `gmemtrace ... | head` ends quietly
     try:
-        args = build_parser().parse_args(argv)
-        if args.subcommand is None:
-            build_parser().print_help()
-            return EXIT_USAGE
-        return COMMANDS[args.subcommand](args)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in COMMANDS:
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.subcommand](args)
+        return cmd_live(build_live_parser().parse_args(argv))
     except GmemtraceError as err:
         print(f"gmemtrace: error: {err}", file=sys.stderr)
         return err.exit_code

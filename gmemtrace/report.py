@@ -19,6 +19,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -111,24 +112,26 @@ def to_table(report: dict[str, Any]) -> RenderableType:
         f"gmemtrace report: kernel {trace['kernel']}, {trace['duration_s']:.3f} s, "
         f"pids {', '.join(map(str, trace['pids'])) or '-'}"
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0)
+    )
     columns = (
-        ("inode", "ino"),
+        ("ino", "ino"),
         ("pages", "size_pages"),
         ("init", "init"),
         ("shared", "shared_pages"),
-        ("private", "private_pages"),
-        ("unknown", "unknown_pages"),
-        ("host flt", "host_faults"),
-        ("refused", "host_faults_refused"),
-        ("guest flt", "guest_faults"),
+        ("priv", "private_pages"),
+        ("unkn", "unknown_pages"),
+        ("host", "host_faults"),
+        ("ref", "host_faults_refused"),
+        ("guest", "guest_faults"),
         ("alloc", "pages_allocated"),
-        ("freed", "pages_freed"),
+        ("free", "pages_freed"),
         ("punch", "hole_punches"),
         ("conv", "conversion_attempts"),
     )
     for header, _ in columns:
-        table.add_column(header, justify="left" if header == "init" else "right")
+        table.add_column(header, justify="left" if header == "init" else "right", no_wrap=True)
     for inode in report["inodes"]:
         table.add_row(*(str(inode[key]) for _, key in columns))
     lines: list[RenderableType] = [table]

@@ -65,14 +65,22 @@ class TracepointSource:
             conf.next_asid = FIRST_EXEC_ASID
             table[ctypes.c_int(0)] = conf
             self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages * 4096, EVENT_DTYPE)
-            self.pids = descendants(pids) if pids else []
-            targets = self.bpf[b"targets"]
-            for pid in self.pids:
-                targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(pid)
-            self._discovered = self._discover()
+            self.pids: list[int] = []
+            self._discovered = np.empty(0, dtype=EVENT_DTYPE)
+            if pids:
+                self.add_targets(pids)
         except BaseException:
             self.bpf.cleanup()
             raise
+
+    def add_targets(self, pids: list[int]) -> None:
+        """Trace these processes and their descendants from now on, with what they hold."""
+        new = [p for p in descendants(pids) if p not in self.pids]
+        targets = self.bpf[b"targets"]
+        for pid in new:
+            targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(pid)
+        self.pids.extend(new)
+        self._discovered = np.concatenate([self._discovered, self._discover(new)])
 
     def _map_discovered(self, asid: int, mapping: GmemMapping) -> None:
         """Put a mapping made before attaching into the kernel's trie, as mmap would have."""
@@ -81,12 +89,12 @@ class TracepointSource:
         for addr, bits in blocks(mapping.start, mapping.end):
             table[table.Key(96 - bits, _be(asid, 4), _be(addr, 8))] = leaf
 
-    def _discover(self) -> np.ndarray:
+    def _discover(self, pids: list[int]) -> np.ndarray:
         """guest_memfds and mappings that exist already, as synthetic CREATE/MMAP events."""
         now = time.monotonic_ns()
         rows = []
         inodes = self.bpf[b"gmem_inodes"]
-        for pid in self.pids or []:
+        for pid in pids:
             for f in gmem_files(pid):
                 inodes[ctypes.c_uint64(f.ino)] = ctypes.c_uint64(f.dev)
                 rows.append(

@@ -1,0 +1,365 @@
+"""The live view: `gmemtrace [--pid PID]... [--comm NAME] [-- CMD]` and `gmemtrace demo`.
+
+One loop drains the probes every 50 ms into the model, redraws the dashboard
+at a steady rate, and samples rates every interval; headless, it writes one
+plain table or JSON object per interval instead. Whatever ends it (duration,
+the command or the targets exiting, a signal), the probes are detached and a
+summary is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from gmemtrace.collector import Collector, EventSource
+from gmemtrace.errors import EXIT_OK
+from gmemtrace.events import Kind
+from gmemtrace.kernel.procfs import PROC, alive
+from gmemtrace.model.rates import RateTracker
+from gmemtrace.report import build_report, to_table
+from gmemtrace.sinks.console import make_console
+from gmemtrace.sinks.dashboard import Dashboard, ViewInfo
+from gmemtrace.sinks.interval import interval_record, write_json, write_plain
+from gmemtrace.tracefile import TraceData, TraceWriter
+
+PUMP_S = 0.05
+REDRAW_HZ = 4
+
+
+@dataclass
+class Options:
+    pids: list[int] = field(default_factory=list)
+    comm: str | None = None
+    command: list[str] = field(default_factory=list)
+    interval_s: float = 1.0
+    duration_s: float | None = None
+    output: Path | None = None
+    sort: str = "host"
+    mode: str = "live"  # live | plain | json
+    truth: Path | None = None  # the demo's ground truth, checked against the summary
+
+
+class StopFlag:
+    """SIGINT, SIGTERM and SIGHUP end the loop cleanly; SIGPIPE ends a pipe quietly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def processes_named(comm: str, proc: Path = PROC) -> list[int]:
+    """Pids whose comm is `comm` (compared as the kernel stores it: 15 characters)."""
+    found = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().rstrip("\n") == comm[:15]:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class ReplaySource:
+    """A recorded trace played back at its own pace (for the demo without KVM or BPF)."""
+
+    def __init__(
+        self, data: TraceData, speed: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        kinds = data.events["kind"]
+        self._events = data.events[(kinds != Kind.END) & (kinds != Kind.LOST)]
+        self._t0_ns = int(self._events["ts_ns"][0]) if self._events.size else 0
+        self._speed, self._clock = speed, clock
+        self._started = clock()
+        self._at = 0
+
+    def now_ns(self) -> int:
+        return self._t0_ns + int((self._clock() - self._started) * self._speed * 1e9)
+
+    def poll(self) -> np.ndarray:
+        end = int(np.searchsorted(self._events["ts_ns"], self.now_ns(), side="right"))
+        batch: np.ndarray = self._events[self._at : end]
+        self._at = max(self._at, end)
+        return batch
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._at >= self._events.size)
+
+    def lost(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class LiveView:
+    """Runs the loop for one source; knows nothing about how the source was attached."""
+
+    source: EventSource
+    options: Options
+    info: ViewInfo
+    console: Console
+    stop_when: Callable[[], bool]
+    writer: TraceWriter | None = None
+    clock: Callable[[], float] = time.monotonic
+    clock_ns: Callable[[], int] = time.monotonic_ns
+    command_output: Callable[[], bytes] = lambda: b""
+    on_tick: Callable[[], None] = lambda: None
+
+    def run(self) -> Collector:
+        collector = Collector(self.source, writer=self.writer)
+        rates = RateTracker()
+        started = self.clock()
+        rates.sample(collector.model, started)
+        next_sample = started + self.options.interval_s
+        clean = False
+        try:
+            if self.options.mode == "live":
+                self._run_live(collector, rates, started, next_sample)
+            else:
+                self._run_headless(collector, rates, started, next_sample)
+            clean = True
+        finally:
+            collector.finish(clean)
+        return collector
+
+    def _dashboard(self, collector: Collector, rates: RateTracker, started: float) -> Dashboard:
+        self.info.elapsed_s = self.clock() - started
+        self.info.now_ns = self.clock_ns()
+        return Dashboard(collector.model, rates.latest, self.info)
+
+    def _run_live(
+        self, collector: Collector, rates: RateTracker, started: float, next_sample: float
+    ) -> None:
+        next_draw = started
+        with Live(
+            self._dashboard(collector, rates, started),
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
+            while not self.stop_when():
+                collector.pump()
+                self.on_tick()
+                output = self.command_output()
+                if output:
+                    live.console.print(
+                        output.decode(errors="replace"),
+                        end="",
+                        markup=False,
+                        highlight=False,
+                        emoji=False,
+                    )
+                now = self.clock()
+                if now >= next_sample:
+                    rates.sample(collector.model, now)
+                    next_sample = now + self.options.interval_s
+                if now >= next_draw:
+                    live.update(self._dashboard(collector, rates, started), refresh=True)
+                    next_draw = now + 1 / REDRAW_HZ
+                time.sleep(PUMP_S)
+            while collector.pump():
+                pass
+            rates.sample(collector.model, self.clock())
+            live.update(self._dashboard(collector, rates, started), refresh=True)
+
+    def _run_headless(
+        self, collector: Collector, rates: RateTracker, started: float, next_sample: float
+    ) -> None:
+        write = write_json if self.options.mode == "json" else write_plain
+        while not self.stop_when():
+            collector.pump()
+            self.on_tick()
+            now = self.clock()
+            if now >= next_sample:
+                write(
+                    sys.stdout,
+                    interval_record(
+                        collector.model, rates.sample(collector.model, now), now - started
+                    ),
+                )
+                next_sample = now + self.options.interval_s
+            time.sleep(PUMP_S)
+        while collector.pump():
+            pass
+        now = self.clock()
+        write(
+            sys.stdout,
+            interval_record(collector.model, rates.sample(collector.model, now), now - started),
+        )
+
+
+def summary(
+    console: Console, collector: Collector, info: ViewInfo, start_ns: int, truth: Path | None = None
+) -> None:
+    report = build_report(collector.model, info.kernel, info.probes, start_ns)
+    console.print(to_table(report))
+    if truth is not None:
+        console.print(truth_verdict(report, json.loads(truth.read_text())))
+
+
+def truth_verdict(report: dict[str, Any], truth: dict[str, Any]) -> Text:
+    """One line: does what gmemtrace saw equal what the workload did?"""
+    seen = {i["ino"]: i for i in report["inodes"]}
+    wrong = [
+        f"inode {i['ino']} {key} {seen.get(i['ino'], {}).get(key)} != {value}"
+        for i in truth["inodes"]
+        for key, value in i["counts"].items()
+        if seen.get(i["ino"], {}).get(key) != value
+    ]
+    if not wrong:
+        return Text(
+            f"every count above equals the workload's ground truth "
+            f"({len(truth['inodes'])} inodes, {sum(sum(i['counts'].values()) for i in truth['inodes'])}"
+            " events)",
+            style="bold green",
+        )
+    return Text(f"differs from the ground truth: {'; '.join(wrong[:4])}", style="bold red")
+
+
+def run(options: Options) -> int:
+    """`gmemtrace` with no subcommand: attach, show, summarise."""
+    from gmemtrace.tracer import GatedCommand, attach, check_pids, prepare
+
+    check_pids(options.pids)
+    setup = prepare()
+    headless = options.mode != "live"
+    child = GatedCommand(options.command, capture=not headless) if options.command else None
+    stopping = StopFlag()
+    console = make_console()
+    try:
+        targets = ([child.pid] if child else []) + options.pids
+        comm_pids = processes_named(options.comm) if options.comm else []
+        trace_all = not targets and not options.comm
+        source = attach(setup, (targets + comm_pids) or None if not trace_all else None)
+        header = setup.header(targets + comm_pids, options.command)
+        writer = TraceWriter(options.output, header) if options.output else None
+        described = describe_targets(options, child.pid if child else None)
+        info = ViewInfo(
+            header.kernel, header.probes, described, 0.0, 0, options.sort, waiting_for=described
+        )
+        deadline = time.monotonic() + options.duration_s if options.duration_s else None
+
+        def stop() -> bool:
+            if stopping.requested or (deadline is not None and time.monotonic() >= deadline):
+                return True
+            if child is not None:
+                return child.poll() is not None
+            return bool(options.pids) and not any(alive(p) for p in options.pids)
+
+        def watch_comm() -> None:
+            if options.comm:
+                new = [p for p in processes_named(options.comm) if p not in source.pids]
+                if new:
+                    source.add_targets(new)
+
+        if child:
+            child.start()
+        view = LiveView(
+            source,
+            options,
+            info,
+            console,
+            stop,
+            writer,
+            command_output=child.read_output if child else lambda: b"",
+            on_tick=watch_comm,
+        )
+        collector = view.run()
+    finally:
+        if child is not None:
+            child.stop()
+    if child is not None and child.output is not None:
+        sys.stdout.buffer.write(child.read_output())
+    if options.mode != "json":
+        summary(console, collector, info, header.start_ns, options.truth)
+    return EXIT_OK
+
+
+def describe_targets(options: Options, child: int | None) -> str:
+    parts = []
+    if child is not None:
+        parts.append(f"{' '.join(options.command)[:40]} (pid {child})")
+    parts += [f"pid {p}" for p in options.pids]
+    if options.comm:
+        parts.append(f"comm {options.comm}")
+    return ", ".join(parts) or "every process"
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
+
+
+DEMO_WORKLOAD = ["workload", "mixed", "--rate", "40", "--hold", "2", "--quiet"]
+
+
+def demo(duration_s: float, force_replay: bool = False) -> int:
+    """The built-in workload under the live view; a shipped recording where tracing can't run."""
+    from gmemtrace.errors import GmemtraceError
+    from gmemtrace.tracer import prepare
+
+    mode = "live" if is_terminal() else "plain"
+    reason = "--replay asked for it" if force_replay else ""
+    if not reason:
+        try:
+            if not os.path.exists("/dev/kvm"):
+                raise GmemtraceError("no /dev/kvm on this machine")
+            prepare()
+        except GmemtraceError as err:
+            reason = str(err)
+    if reason:
+        return replay(DEMO_TRACE, duration_s, mode, reason)
+    with tempfile.TemporaryDirectory() as tmp:
+        truth = Path(tmp) / "truth.json"
+        command = [sys.executable, "-m", "gmemtrace", *DEMO_WORKLOAD, "-o", str(truth)]
+        return run(Options(command=command, duration_s=duration_s, mode=mode, truth=truth))
+
+
+DEMO_TRACE = Path(__file__).resolve().parent / "data" / "demo.trace"
+
+
+def replay(path: Path, duration_s: float, mode: str, reason: str) -> int:
+    """Show a recorded trace through the live view at its own pace."""
+    from gmemtrace.tracefile import read_trace_file
+
+    data = read_trace_file(path)
+    console = make_console()
+    note = f"replaying {path.name}: {reason}"
+    console.print(f"gmemtrace: {note}", style="yellow")
+    source = ReplaySource(data)
+    info = ViewInfo(
+        data.header.kernel, data.header.probes, "the recorded demo workload", 0.0, 0, note=note
+    )
+    stopping = StopFlag()
+    deadline = time.monotonic() + duration_s
+
+    def stop() -> bool:
+        return stopping.requested or source.finished or time.monotonic() >= deadline
+
+    view = LiveView(source, Options(mode=mode), info, console, stop, clock_ns=source.now_ns)
+    collector = view.run()
+    if mode != "json":
+        summary(console, collector, info, data.header.start_ns)
+    return EXIT_OK
