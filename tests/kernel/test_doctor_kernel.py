@@ -103,7 +103,7 @@ def test_uapi_layouts_match_the_running_kernel(struct: str, ours: type[ctypes.St
         assert btf.member(struct, name).offset_bytes == getattr(ours, name).offset
 
 
-def test_demo_without_a_terminal_prints_doctor_and_ground_truth() -> None:
+def test_demo_without_a_terminal_shows_intervals_summary_and_verdict() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gmemtrace", "demo"],
         capture_output=True,
@@ -112,15 +112,27 @@ def test_demo_without_a_terminal_prints_doctor_and_ground_truth() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "gmemtrace doctor" in result.stdout
-    assert "tracing can work" in result.stdout
-    assert "ground truth: scenario mixed" in result.stdout
-    assert "child_signal=SIGBUS" in result.stdout
+    assert "events/s" in result.stdout and "INODE" in result.stdout
+    assert "gmemtrace report" in result.stdout
+    assert "every count above equals the workload's ground truth" in result.stdout
+
+
+def test_demo_replays_the_shipped_trace_and_says_so() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gmemtrace", "demo", "--replay"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replaying demo.trace: --replay asked for it" in result.stdout
+    assert "gmemtrace report" in result.stdout and "refused" not in result.stderr
 
 
 def test_demo_on_a_terminal() -> None:
     leader, follower = os.openpty()
-    env = dict(os.environ, TERM="xterm-256color", COLUMNS="120")
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="120", LINES="40")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gmemtrace", "demo"],
@@ -141,6 +153,7 @@ def test_demo_on_a_terminal() -> None:
         assert proc.wait(timeout=120) == 0
     finally:
         os.close(leader)
-    screen = b"".join(chunks).decode(errors="replace")
-    assert "\x1b[" in screen  # styled for a terminal
-    assert "ground truth: scenario mixed" in re.sub(r"\x1b\[[0-9;]*m", "", screen)
+    screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode(errors="replace"))
+    assert "\x1b[" in b"".join(chunks).decode(errors="replace")  # styled for a terminal
+    assert "shared" in screen and "pages/cell" in screen  # the dashboard was drawn
+    assert "every count above equals the workload's ground truth" in screen
