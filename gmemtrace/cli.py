@@ -275,7 +275,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.comm is not None and not _valid_comm(args.comm):
         raise UsageError(f"--comm {args.comm!r}: a process name is 1 to 15 printable characters")
     mode = "json" if args.json else "plain" if args.no_live or not live.is_terminal() else "live"
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.command and args.command[0] != "--":
+        raise UsageError(
+            f"unknown command {args.command[0]!r}; commands: {', '.join(COMMANDS)} "
+            "(a program to trace goes after --)"
+        )
+    command = args.command[1:]
     return live.run(
         live.Options(
             pids=args.pid,

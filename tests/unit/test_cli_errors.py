@@ -52,9 +52,12 @@ def test_unwritable_output_is_a_usage_error(
         cli._write_json(tmp_path / "no" / "such" / "dir.json", {})
 
 
-def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([]) == 2
-    assert "examples:" in capsys.readouterr().out
+def test_help_lists_examples_and_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--pid" in out and "record" in out
 
 
 def test_module_entry_point_never_prints_a_traceback() -> None:
