@@ -17,9 +17,9 @@ from gmemtrace.tracefile import TraceData, read_trace_file
 
 @dataclass
 class Trace:
-    """A recorded trace, replayed into the model, with DataFrame accessors."""
+    """A trace (recorded, or a live session's events so far) in the model, as DataFrames."""
 
-    path: Path
+    path: Path | None
     data: TraceData
     model: Model
 
@@ -92,6 +92,11 @@ class Trace:
         # A refused fault was taken (a host_fault event) and then refused: count it once.
         table["host_fault"] -= table["host_fault_refused"]
         return table[["host_fault", "host_fault_refused", "guest_fault"]]
+
+    def _repr_html_(self) -> str:
+        from gmemtrace.sinks.html import trace_html
+
+        return trace_html(self)
 
 
 def read_trace(path: str | Path) -> Trace:

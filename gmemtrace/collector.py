@@ -33,6 +33,7 @@ class Collector:
     source: EventSource
     model: Model = field(default_factory=Model)
     writer: TraceWriter | None = None
+    listeners: list[Callable[[np.ndarray], None]] = field(default_factory=list)
     events_seen: int = 0
     _lost_reported: int = 0
 
@@ -52,6 +53,8 @@ class Collector:
             self.model.apply(batch)
             if self.writer is not None:
                 self.writer.write(batch)
+            for listener in self.listeners:
+                listener(batch)
             self.events_seen += batch.size
         return int(batch.size)
 

@@ -54,7 +54,7 @@ fi
 stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ ! -e $stamp ]]; then
     say "installing gmemtrace and its Python dependencies into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,notebook]'
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

@@ -1,0 +1,46 @@
+"""gmemtrace.Session on the real kernel: background recording, snapshots, clean detach."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gmemtrace
+from gmemtrace.tracefile import read_trace_file
+
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
+
+
+def bpf_program_ids() -> set[int]:
+    out = subprocess.run(
+        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(p["id"]) for p in json.loads(out)}
+
+
+def test_session_snapshots_match_the_ground_truth(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    out = tmp_path / "s.trace"
+    cmd = [sys.executable, "-m", "gmemtrace", "workload", "guest", "-o", str(truth)]
+    with gmemtrace.Session(cmd=cmd, output=out) as session:
+        assert session.wait(timeout=60) == 0
+        snap = session.snapshot()
+    assert "ground truth: scenario guest" in session.command_output
+    (inode,) = json.loads(truth.read_text())["inodes"]
+    row = snap.inodes.loc[inode["ino"]]
+    for key, value in inode["counts"].items():
+        assert row[key] == value, key
+    assert read_trace_file(out).complete
+
+
+def test_leaving_the_block_detaches_even_on_an_exception() -> None:
+    before = bpf_program_ids()
+    with pytest.raises(RuntimeError, match="user error"), gmemtrace.Session(pid=[]) as session:
+        assert bpf_program_ids() - before, "probes attached inside the block"
+        session.snapshot()
+        raise RuntimeError("user error")
+    assert bpf_program_ids() <= before
