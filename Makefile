@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 GMEMTRACE := $(VENV)/bin/gmemtrace
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck bench notebook clean
 
 setup:
 	@scripts/setup.sh
@@ -21,6 +21,10 @@ typecheck: setup
 
 test: lint typecheck
 	$(PY) -m pytest
+
+notebook: setup
+	$(PY) -m pip install -q --disable-pip-version-check jupyterlab
+	$(VENV)/bin/jupyter lab --allow-root notebooks
 
 bench: setup
 	$(PY) -m benchmarks

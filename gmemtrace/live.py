@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from gmemtrace import SHIPPED_TRACES
 from gmemtrace.collector import Collector, EventSource
 from gmemtrace.errors import EXIT_OK
 from gmemtrace.events import Kind
@@ -337,7 +338,7 @@ def demo(duration_s: float, force_replay: bool = False) -> int:
         return run(Options(command=command, duration_s=duration_s, mode=mode, truth=truth))
 
 
-DEMO_TRACE = Path(__file__).resolve().parent / "data" / "demo.trace"
+DEMO_TRACE = SHIPPED_TRACES["demo"]
 
 
 def replay(path: Path, duration_s: float, mode: str, reason: str) -> int:

@@ -69,6 +69,17 @@ def prepare(force_tier: str | None = None) -> Setup:
     return Setup(found, btf, mounted.mountpoint, plan)
 
 
+def tracing_available() -> tuple[bool, str]:
+    """Whether this machine can trace guest_memfd live (and if not, why not)."""
+    if not os.path.exists("/dev/kvm"):
+        return False, "no /dev/kvm on this machine"
+    try:
+        prepare()
+    except GmemtraceError as err:
+        return False, str(err)
+    return True, ""
+
+
 def check_pids(pids: list[int]) -> None:
     for pid in pids:
         try:
