@@ -1,90 +1,328 @@
-"""The untraced baseline: host fault rate of the fault-storm workload on this machine.
+"""`make bench`: gmemtrace's overhead and throughput, side by side with the alternatives.
 
-Each repetition runs fault-storm in a fresh child process (so earlier runs leave
-no warm state behind) and reads the rate from its ground truth. The traced
-configurations of the performance issue are measured against this row.
+Each configuration traces the same fault-storm: the workload maps its
+guest_memfd and waits (SIGUSR1); the tracer attaches to its pid; the storm
+runs; the workload measures its own fault rate. The tracer's CPU time and peak
+RSS come from wait4(). Repetitions interleave the configurations, so drift in
+the machine spreads over all of them. Then the decoder alone (a recorded byte
+stream, no kernel) and the model at scale.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
+import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import decoder, scale
+from gmemtrace.kernel.procfs import gmem_mappings
 
-def fault_storm_rate(pages: int, rounds: int) -> float:
-    """Host faults per second of one fault-storm run, in its own process."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+PY = sys.executable
+GMEMTRACE = [PY, "-m", "gmemtrace"]
+
+
+@dataclass
+class Run:
+    faults_per_s: float
+    events: int | None
+    lost: int | None
+    cpu_s: float | None
+    rss_mb: float | None
+
+
+@dataclass
+class Config:
+    name: str
+    command: Callable[[int, Path], list[str]] | None  # pid, scratch dir -> tracer argv
+    stops_itself: bool = True  # ends when the target exits (else: SIGINT)
+    bpf_programs: int = 1  # programs to wait for before releasing the storm (0: perf)
+    count: Callable[[str, Path], tuple[int | None, int | None]] = lambda out, d: (None, None)
+    runs: list[Run] = field(default_factory=list)
+    absent: str = ""
+
+
+def _bpf_program_count() -> int:
+    out = subprocess.run(
+        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=False
+    ).stdout
+    return len(json.loads(out or "[]"))
+
+
+def _gmemtrace_live_counts(out: str, _: Path) -> tuple[int | None, int | None]:
+    last = json.loads(out.strip().splitlines()[-1])
+    return int(last["events_total"]), int(last["lost_events"])
+
+
+def _gmemtrace_record_counts(_: str, scratch: Path) -> tuple[int | None, int | None]:
+    from gmemtrace.events import Kind
+    from gmemtrace.tracefile import read_trace_file
+
+    data = read_trace_file(scratch / "bench.trace")
+    mine = (data.events["kind"] != Kind.LOST) & (data.events["kind"] != Kind.END)
+    return int(mine.sum()), data.lost_events
+
+
+def _bpftrace_counts(out: str, _: Path) -> tuple[int | None, int | None]:
+    found = re.search(r"@faults: (\d+)", out)
+    return (int(found[1]) if found else 0), 0
+
+
+def _naive_counts(out: str, _: Path) -> tuple[int | None, int | None]:
+    found = re.search(r"events (\d+) lost (\d+)", out)
+    return (int(found[1]), int(found[2])) if found else (None, None)
+
+
+def _perf_stat_counts(out: str, _: Path) -> tuple[int | None, int | None]:
+    found = re.search(r"([\d,]+)\s+exceptions:page_fault_user", out)
+    return (int(found[1].replace(",", "")) if found else None), 0
+
+
+def _perf_record_counts(_: str, scratch: Path) -> tuple[int | None, int | None]:
+    report = (
         subprocess.run(
+            ["perf", "report", "-i", str(scratch / "perf.data"), "--stdio", "--header-only"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        + subprocess.run(
+            ["perf", "report", "-i", str(scratch / "perf.data"), "--stdio", "-q", "--sort", "pid"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    )
+    samples = subprocess.run(
+        ["perf", "script", "-i", str(scratch / "perf.data"), "-F", "ip"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.count("\n")
+    lost = re.search(r"Total Lost Samples: (\d+)", report)
+    return samples, int(lost[1]) if lost else 0
+
+
+def configurations() -> list[Config]:
+    tp = "exceptions:page_fault_user"
+    configs = [
+        Config("untraced", None),
+        Config(
+            "gmemtrace live (view)",
+            lambda pid, d: [*GMEMTRACE, "--pid", str(pid), "--json", "-i", "1"],
+            bpf_programs=10,
+            count=_gmemtrace_live_counts,
+        ),
+        Config(
+            "gmemtrace record",
+            lambda pid, d: [*GMEMTRACE, "record", "--pid", str(pid), "-o", str(d / "bench.trace")],
+            bpf_programs=10,
+            count=_gmemtrace_record_counts,
+        ),
+        Config(
+            "bpftrace count",
+            lambda pid, d: [
+                "bpftrace",
+                "-e",
+                f"tracepoint:{tp.replace(':', ':')} /pid == {pid}/ {{ @faults = count(); }}",
+            ],
+            stops_itself=False,
+            count=_bpftrace_counts,
+        ),
+        Config(
+            "bcc per-event callback",
+            lambda pid, d: [PY, "-m", "benchmarks.naive", str(pid)],
+            stops_itself=False,
+            count=_naive_counts,
+        ),
+        Config(
+            "perf stat",
+            lambda pid, d: ["perf", "stat", "-e", tp, "-p", str(pid)],
+            stops_itself=False,
+            bpf_programs=0,
+            count=_perf_stat_counts,
+        ),
+        Config(
+            "perf record",
+            lambda pid, d: [
+                "perf",
+                "record",
+                "-q",
+                "-e",
+                tp,
+                "-p",
+                str(pid),
+                "-o",
+                str(d / "perf.data"),
+            ],
+            stops_itself=False,
+            bpf_programs=0,
+            count=_perf_record_counts,
+        ),
+    ]
+    for config in configs:
+        tool = config.command(1, Path("/"))[0] if config.command else None
+        if tool and tool != PY and shutil.which(tool) is None:
+            config.absent = f"{tool} is not installed (apt-get install {tool})"
+    return configs
+
+
+def measure(config: Config, pages: int, rounds: int) -> Run:
+    """One fault-storm under `config`'s tracer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        truth = scratch / "truth.json"
+        workload = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "gmemtrace",
+                *GMEMTRACE,
                 "workload",
                 "fault-storm",
                 "--pages",
                 str(pages),
                 "--rounds",
                 str(rounds),
+                "--wait-signal",
+                "--quiet",
                 "-o",
-                out.name,
+                str(truth),
             ],
-            check=True,
-            stdout=subprocess.DEVNULL,
         )
-        truth = json.loads(Path(out.name).read_text())
-    return float(truth["facts"]["host_faults_per_s"])
+        deadline = time.monotonic() + 30
+        while not gmem_mappings(workload.pid):
+            if time.monotonic() > deadline or workload.poll() is not None:
+                raise RuntimeError("the workload never mapped its guest_memfd")
+            time.sleep(0.01)
+        tracer = None
+        out_path = scratch / "tracer.out"
+        if config.command:
+            before = _bpf_program_count()
+            with out_path.open("w") as out:
+                tracer = subprocess.Popen(
+                    config.command(workload.pid, scratch), stdout=out, stderr=subprocess.STDOUT
+                )
+            deadline = time.monotonic() + 60
+            while config.bpf_programs and _bpf_program_count() - before < config.bpf_programs:
+                if time.monotonic() > deadline or tracer.poll() is not None:
+                    raise RuntimeError(f"{config.name} did not attach: {out_path.read_text()}")
+                time.sleep(0.05)
+            time.sleep(0.3 if config.bpf_programs else 1.0)  # perf: no program to see
+        os.kill(workload.pid, signal.SIGUSR1)
+        workload.wait(timeout=300)
+        cpu = rss = None
+        events = lost = None
+        if tracer is not None:
+            if not config.stops_itself:
+                time.sleep(0.2)
+                # os.kill, not Popen.send_signal: that polls, and may reap the tracer
+                # before wait4() can read its resource usage.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(tracer.pid, signal.SIGINT)
+            _, status, usage = os.wait4(tracer.pid, 0)
+            tracer.returncode = os.waitstatus_to_exitcode(status)
+            cpu = usage.ru_utime + usage.ru_stime
+            rss = usage.ru_maxrss / 1024
+            events, lost = config.count(out_path.read_text(), scratch)
+        rate = json.loads(truth.read_text())["facts"]["host_faults_per_s"]
+        return Run(float(rate), events, lost, cpu, rss)
 
 
-def measure(pages: int, rounds: int, repeat: int) -> dict[str, Any]:
-    rates = [fault_storm_rate(pages, rounds) for _ in range(repeat)]
-    return {
-        "configuration": "untraced",
-        "workload": f"fault-storm {pages} pages x {rounds} rounds",
-        "repetitions": repeat,
-        "faults_per_s_median": statistics.median(rates),
-        "faults_per_s_min": min(rates),
-        "faults_per_s_max": max(rates),
-        "ratio_to_untraced": 1.0,
-    }
+def _fmt(values: list[float | None], spec: str) -> str:
+    real = [v for v in values if v is not None]
+    return format(statistics.median(real), spec) if real else "-"
+
+
+def table(configs: list[Config], machine: str) -> Table:
+    base = statistics.median(r.faults_per_s for r in configs[0].runs)
+    out = Table(title=f"fault-storm under each tracer on {machine}", title_justify="left")
+    for column in (
+        "configuration",
+        "faults/s (median)",
+        "spread",
+        "ratio",
+        "events",
+        "lost",
+        "tracer CPU s",
+        "tracer peak RSS MB",
+    ):
+        out.add_column(column, justify="left" if column == "configuration" else "right")
+    for c in configs:
+        if c.absent:
+            out.add_row(c.name, "-", "-", "-", "-", "-", "-", f"absent: {c.absent}")
+            continue
+        rates = [r.faults_per_s for r in c.runs]
+        out.add_row(
+            c.name,
+            f"{statistics.median(rates):,.0f}",
+            f"{min(rates):,.0f} .. {max(rates):,.0f}",
+            f"{statistics.median(rates) / base:.3f}",
+            _fmt([r.events for r in c.runs], ",.0f"),
+            _fmt([r.lost for r in c.runs], ",.0f"),
+            _fmt([r.cpu_s for r in c.runs], ".2f"),
+            _fmt([r.rss_mb for r in c.runs], ".0f"),
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--pages", type=int, default=16384, help="pages per round (default 64 MiB)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pages", type=int, default=16384, help="pages per round (64 MiB)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5, help="repetitions per configuration")
+    parser.add_argument("--decoder-events", type=int, default=4_000_000)
+    parser.add_argument("--only", nargs="*", help="configurations to run (default all)")
+    parser.add_argument("--quick", action="store_true", help="small scale cases (for tests)")
     parser.add_argument("-o", "--output", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args(argv)
 
-    rows = [measure(args.pages, args.rounds, args.repeat)]
-    machine = f"{platform.node()} {platform.release()} {platform.machine()}"
-    args.output.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
+    machine = f"{platform.node()} ({platform.release()}, {os.cpu_count()} CPUs)"
+    console = Console(width=150)
+    configs = [
+        c for c in configurations() if c.name == "untraced" or not args.only or c.name in args.only
+    ]
+    for rep in range(args.repeat):
+        for config in configs:
+            if not config.absent:
+                config.runs.append(measure(config, args.pages, args.rounds))
+        console.print(f"repetition {rep + 1}/{args.repeat} done", style="dim")
+    console.print(table(configs, machine))
 
-    table = Table(title=f"gmemtrace benchmarks on {machine}", title_justify="left")
-    for column in ("configuration", "workload", "faults/s (median)", "spread", "ratio"):
-        table.add_column(
-            column, justify="left" if column in ("configuration", "workload") else "right"
-        )
-    for row in rows:
-        table.add_row(
-            row["configuration"],
-            row["workload"],
-            f"{row['faults_per_s_median']:,.0f}",
-            f"{row['faults_per_s_min']:,.0f} .. {row['faults_per_s_max']:,.0f}",
-            f"{row['ratio_to_untraced']:.3f}",
-        )
-    Console(width=140).print(table)
-    print(f"written to {args.output}")
+    decoded = decoder.measure(args.decoder_events)
+    console.print(decoder.table(decoded))
+    scaled = scale.measure(args.quick)
+    console.print(scale.table(scaled))
+
+    doc: dict[str, Any] = {
+        "machine": machine,
+        "workload": f"fault-storm {args.pages} pages x {args.rounds} rounds",
+        "configurations": [
+            {"name": c.name, "absent": c.absent, "runs": [r.__dict__ for r in c.runs]}
+            for c in configs
+        ],
+        "decoder": decoded,
+        "scale": scaled,
+    }
+    args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    console.print(f"written to {args.output}")
     return 0
 
 

@@ -68,8 +68,10 @@ static __always_inline int streaming(void)
     return c && c->stream_hot;
 }
 
-static __always_inline void emit(u16 kind, u16 flags, s32 result, u64 ino, u64 first,
-                                 u64 count, u64 arg, u64 arg2)
+/* One record to the ring buffer. Hot events (a fault, a page) leave comm empty:
+ * the process's name comes with its rare events, and copying it costs. */
+static __always_inline void emit_record(u16 kind, u16 flags, s32 result, u64 ino, u64 first,
+                                        u64 count, u64 arg, u64 arg2, int with_comm)
 {
     struct gmem_event e = {};
     u64 id = bpf_get_current_pid_tgid();
@@ -84,13 +86,26 @@ static __always_inline void emit(u16 kind, u16 flags, s32 result, u64 ino, u64 f
     e.count = count;
     e.arg = arg;
     e.arg2 = arg2;
-    bpf_get_current_comm(&e.comm, sizeof(e.comm));
+    if (with_comm)
+        bpf_get_current_comm(&e.comm, sizeof(e.comm));
     if (events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP_) < 0) {
         u32 zero = 0;
         u64 *n = lost.lookup(&zero);
         if (n)
             (*n)++;
     }
+}
+
+static __always_inline void emit(u16 kind, u16 flags, s32 result, u64 ino, u64 first, u64 count,
+                                 u64 arg, u64 arg2)
+{
+    emit_record(kind, flags, result, ino, first, count, arg, arg2, 1);
+}
+
+static __always_inline void emit_hot(u16 kind, u16 flags, s32 result, u64 ino, u64 first,
+                                     u64 count, u64 arg, u64 arg2)
+{
+    emit_record(kind, flags, result, ino, first, count, arg, arg2, 0);
 }
 
 static __always_inline struct counters *counters_of(u64 ino)

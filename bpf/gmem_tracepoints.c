@@ -52,6 +52,8 @@ struct pending_fault {
     u64 ino;
     u64 index;
     u64 addr;
+    u32 tid;
+    u32 pad;
 };
 
 struct call {
@@ -63,7 +65,9 @@ struct call {
 };
 
 BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
-BPF_HASH(pending, u32, struct pending_fault, 16384);  /* tid -> last gmem fault */
+/* The last guest_memfd fault on this CPU: a SIGBUS for it follows on the same
+ * CPU, in the same fault path (a per-CPU slot: no hash update per fault). */
+BPF_PERCPU_ARRAY(pending, struct pending_fault, 1);
 BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
 BPF_HASH(in_run, u32, u8, 16384);            /* tid inside KVM_RUN */
 
@@ -139,29 +143,34 @@ static __always_inline u64 unmap_range(u32 asid, u64 addr, u64 end)
 
 /* --- host faults ---------------------------------------------------------- */
 
-TRACEPOINT_PROBE(exceptions, page_fault_user)
+/* Raw tracepoints for the hot paths: no trace record is built for them. */
+RAW_TRACEPOINT_PROBE(page_fault_user)
 {
+    /* TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code) */
     u64 id = bpf_get_current_pid_tgid();
     u32 asid = traced_asid(id >> 32);
     if (!asid)
         return 0;
-    u64 addr = args->address;
+    u64 addr = ctx->args[0];
     struct vma_val *vma = lookup_vma(asid, addr);
     if (!vma)
         return 0;
-    u32 tid = (u32)id;
-    struct pending_fault p = {
-        .ts = bpf_ktime_get_ns(),
-        .ino = vma->ino,
-        .index = vma->pgoff + ((addr - vma->start) >> PAGE_SHIFT_),
-        .addr = addr,
-    };
-    pending.update(&tid, &p);
-    struct counters *c = counters_of(p.ino);
-    if (c)
-        __sync_fetch_and_add(&c->host_faults, 1);
-    if (streaming())
-        emit(EV_HOST_FAULT, args->error_code & 0xffff, 0, p.ino, p.index, 1, addr, asid);
+    u32 zero = 0;
+    struct pending_fault *p = pending.lookup(&zero);
+    if (!p)
+        return 0;
+    p->ts = bpf_ktime_get_ns();
+    p->ino = vma->ino;
+    p->index = vma->pgoff + ((addr - vma->start) >> PAGE_SHIFT_);
+    p->addr = addr;
+    p->tid = (u32)id;
+    if (streaming()) {
+        emit_hot(EV_HOST_FAULT, ctx->args[2] & 0xffff, 0, p->ino, p->index, 1, addr, asid);
+    } else {
+        struct counters *c = counters_of(p->ino);
+        if (c)
+            __sync_fetch_and_add(&c->host_faults, 1);
+    }
     return 0;
 }
 
@@ -169,18 +178,20 @@ TRACEPOINT_PROBE(signal, signal_generate)
 {
     if (args->sig != SIGBUS_ || args->code != BUS_ADRERR_)
         return 0;
-    u32 tid = args->pid;
-    struct pending_fault *p = pending.lookup(&tid);
-    if (!p)
+    u32 zero = 0;
+    struct pending_fault *p = pending.lookup(&zero);
+    if (!p || p->tid != (u32)args->pid || !p->ts)
         return 0;
     struct pending_fault fault = *p;
-    pending.delete(&tid);
+    p->ts = 0;
     if (bpf_ktime_get_ns() - fault.ts > PENDING_FAULT_NS)
         return 0;
-    struct counters *c = counters_of(fault.ino);
-    if (c) {
-        __sync_fetch_and_add(&c->host_faults_refused, 1);
-        __sync_fetch_and_add(&c->host_faults, -1);
+    if (!streaming()) {
+        struct counters *c = counters_of(fault.ino);
+        if (c) {
+            __sync_fetch_and_add(&c->host_faults_refused, 1);
+            __sync_fetch_and_add(&c->host_faults, -1);
+        }
     }
     emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
     return 0;
@@ -188,45 +199,80 @@ TRACEPOINT_PROBE(signal, signal_generate)
 
 /* --- pages entering and leaving guest_memfds -------------------------------- */
 
-static __always_inline int is_gmem_page(u64 ino, u64 dev)
+struct page_id {
+    u64 ino;
+    u64 index;
+    u64 count;
+};
+
+/* The guest_memfd page a page-cache folio is (0: some other file's page). The
+ * inode number is checked first: every page-cache change on the system passes
+ * here, and most are not guest_memfd's. */
+static __always_inline int gmem_folio(void *folio, struct page_id *id)
 {
-    u64 *known = gmem_inodes.lookup(&ino);
-    return known && *known == dev;
+    void *mapping = NULL, *host = NULL, *sb = NULL;
+    u64 flags = 0, flags_1 = 0;
+    u32 dev = 0;
+    bpf_probe_read_kernel(&mapping, sizeof(mapping), folio + OFF_FOLIO_MAPPING);
+    if (!mapping)
+        return 0;
+    bpf_probe_read_kernel(&host, sizeof(host), mapping + OFF_ADDRESS_SPACE_HOST);
+    if (!host)
+        return 0;
+    bpf_probe_read_kernel(&id->ino, sizeof(id->ino), host + OFF_INODE_I_INO);
+    u64 *known = gmem_inodes.lookup(&id->ino);
+    if (!known)
+        return 0;
+    bpf_probe_read_kernel(&sb, sizeof(sb), host + OFF_INODE_I_SB);
+    if (sb)
+        bpf_probe_read_kernel(&dev, sizeof(dev), sb + OFF_SUPER_BLOCK_S_DEV);
+    if (*known != dev)
+        return 0;
+    bpf_probe_read_kernel(&id->index, sizeof(id->index), folio + OFF_FOLIO_INDEX);
+    bpf_probe_read_kernel(&flags, sizeof(flags), folio + OFF_FOLIO_FLAGS);
+    id->count = 1;
+    if (flags & (1ULL << PG_HEAD_BIT)) { /* a large folio: its order is in _flags_1 */
+        bpf_probe_read_kernel(&flags_1, sizeof(flags_1), folio + OFF_FOLIO_FLAGS_1);
+        id->count = 1ULL << (flags_1 & 0x3f);
+    }
+    return 1;
 }
 
-TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
+RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
 {
-    u64 ino = args->i_ino;
-    if (!is_gmem_page(ino, args->s_dev))
+    /* TP_PROTO(struct folio *folio) */
+    struct page_id page = {};
+    if (!gmem_folio((void *)ctx->args[0], &page))
         return 0;
-    u64 count = 1ULL << args->order;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     int guest = in_run.lookup(&tid) != NULL;
-    struct counters *c = counters_of(ino);
-    if (c) {
-        __sync_fetch_and_add(&c->pages_allocated, count);
+    if (streaming()) {
         if (guest)
-            __sync_fetch_and_add(&c->guest_faults, count);
-    }
-    if (!streaming())
+            emit_hot(EV_GUEST_FAULT, 0, 0, page.ino, page.index, page.count, 0, 0);
+        emit_hot(EV_ALLOC, 0, 0, page.ino, page.index, page.count, 0, 0);
         return 0;
-    if (guest)
-        emit(EV_GUEST_FAULT, 0, 0, ino, args->index, count, 0, 0);
-    emit(EV_ALLOC, 0, 0, ino, args->index, count, args->pfn, 0);
+    }
+    struct counters *c = counters_of(page.ino);
+    if (c) {
+        __sync_fetch_and_add(&c->pages_allocated, page.count);
+        if (guest)
+            __sync_fetch_and_add(&c->guest_faults, page.count);
+    }
     return 0;
 }
 
-TRACEPOINT_PROBE(filemap, mm_filemap_delete_from_page_cache)
+RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
 {
-    u64 ino = args->i_ino;
-    if (!is_gmem_page(ino, args->s_dev))
+    struct page_id page = {};
+    if (!gmem_folio((void *)ctx->args[0], &page))
         return 0;
-    u64 count = 1ULL << args->order;
-    struct counters *c = counters_of(ino);
+    if (streaming()) {
+        emit_hot(EV_FREE, 0, 0, page.ino, page.index, page.count, 0, 0);
+        return 0;
+    }
+    struct counters *c = counters_of(page.ino);
     if (c)
-        __sync_fetch_and_add(&c->pages_freed, count);
-    if (streaming())
-        emit(EV_FREE, 0, 0, ino, args->index, count, args->pfn, 0);
+        __sync_fetch_and_add(&c->pages_freed, page.count);
     return 0;
 }
 
@@ -484,7 +530,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    pending.delete(&tid);
     calls.delete(&tid);
     in_run.delete(&tid);
     return 0;

@@ -36,7 +36,11 @@ class Trace:
         """One row per event: time (s since the start), kind, pid, tid, comm, inode, pages."""
         ev = self.data.events
         frame = pd.DataFrame({name: ev[name] for name in ev.dtype.names or ()})
-        frame["comm"] = [c.decode(errors="replace") for c in ev["comm"].tolist()]
+        # Hot events carry no comm: the process's name comes from its other events.
+        frame["comm"] = [
+            c.decode(errors="replace") or self.model.comms.get(p, "")
+            for c, p in zip(ev["comm"].tolist(), ev["pid"].tolist(), strict=True)
+        ]
         frame["kind"] = pd.Categorical([Kind(k).label for k in ev["kind"].tolist()])
         frame.insert(0, "time_s", (frame["ts_ns"] - self.data.header.start_ns) / 1e9)
         return frame

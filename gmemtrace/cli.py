@@ -98,6 +98,11 @@ def build_parser() -> Parser:
         metavar="SECONDS",
         help="pause once the first guest_memfd is mapped (to attach late)",
     )
+    workload.add_argument(
+        "--wait-signal",
+        action="store_true",
+        help="once the first guest_memfd is mapped, wait for SIGUSR1",
+    )
     workload.add_argument("-o", "--output", type=Path, help="write the ground truth JSON here")
     workload.add_argument("--json", action="store_true", help="print the ground truth JSON")
     workload.add_argument("-q", "--quiet", action="store_true", help="print nothing")
@@ -252,6 +257,7 @@ def cmd_workload(args: argparse.Namespace) -> int:
         rate=args.rate,
         pattern=args.pattern,
         pause_after_map_s=args.pause_after_map,
+        wait_signal=args.wait_signal,
     )
     truth = run_scenario(args.scenario, params, hold_s=args.hold)
     if args.output:

@@ -141,6 +141,22 @@ class Btf:
             type_id = target
         return type_id
 
+    def enumerator(self, name: str) -> int:
+        """The value of enumerator `name` (e.g. PG_head) in any enum of the BTF."""
+        wanted = name.encode()
+        for type_id in range(1, len(self._offsets)):
+            _, kind, vlen, _ = self._header(type_id)
+            if kind != KIND_ENUM:
+                continue
+            pos = self._offsets[type_id] + 12
+            for _ in range(vlen):
+                name_off, value = struct.unpack_from("<Ii", self._data, pos)
+                start = self._strings + name_off
+                if self._data[start : start + len(wanted) + 1] == wanted + b"\0":
+                    return int(value)
+                pos += 8
+        raise BtfError(f"enumerator {name} is not in the kernel's BTF")
+
     def struct_size(self, name: str) -> int:
         return self._header(self._struct_id(name))[3]
 

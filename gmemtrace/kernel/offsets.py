@@ -15,7 +15,16 @@ MEMBERS = {
     "OFF_INODE_I_SIZE": ("inode", "i_size"),
     "OFF_INODE_I_SB": ("inode", "i_sb"),
     "OFF_SUPER_BLOCK_S_DEV": ("super_block", "s_dev"),
+    # The page-cache raw tracepoints get a struct folio.
+    "OFF_FOLIO_FLAGS": ("folio", "flags"),
+    "OFF_FOLIO_MAPPING": ("folio", "mapping"),
+    "OFF_FOLIO_INDEX": ("folio", "index"),
+    "OFF_FOLIO_FLAGS_1": ("folio", "_flags_1"),
+    "OFF_ADDRESS_SPACE_HOST": ("address_space", "host"),
 }
+
+# Enumerators the programs test bits with.
+ENUMERATORS = {"PG_HEAD_BIT": "PG_head"}
 
 
 # What the function probes read besides (bpf/gmem_functions.c).
@@ -31,5 +40,7 @@ FUNCTION_MEMBERS = {
 
 
 def offset_defines(btf: Btf, members: dict[str, tuple[str, str]] = MEMBERS) -> dict[str, int]:
-    """{-D name: byte offset} for every entry of `members`."""
-    return {name: btf.member(s, m).offset_bytes for name, (s, m) in members.items()}
+    """{-D name: byte offset} for every entry of `members`, and the ENUMERATORS' values."""
+    defines = {name: btf.member(s, m).offset_bytes for name, (s, m) in members.items()}
+    defines.update({name: btf.enumerator(e) for name, e in ENUMERATORS.items()})
+    return defines

@@ -195,10 +195,10 @@ class Model:
                     (key >> 32, key & 0xFFFFFFFF), dict.fromkeys(COUNTERS, 0)
                 )
                 _add(counts, counter, n, refused)
-        new = [p for p in np.unique(events["pid"]).tolist() if p not in self.comms]
-        for pid in new:
-            comm = events["comm"][events["pid"] == pid][0]
-            if comm:
+        named = events[events["comm"] != b""]  # hot events carry no comm (bpf/gmem_common.h)
+        for pid in np.unique(named["pid"]).tolist():
+            if pid not in self.comms:
+                comm = named["comm"][named["pid"] == pid][0]
                 self.comms[pid] = comm.decode(errors="replace")
 
     def _latencies(self, events: np.ndarray) -> None:

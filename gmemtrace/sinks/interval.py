@@ -1,7 +1,8 @@
 """Headless output, one record per interval: plain text tables (like the bcc tools) or JSON lines.
 
 JSON schema, one object per line:
-{"time": "HH:MM:SS", "elapsed_s": float, "events_per_s": float, "lost_events": int,
+{"time": "HH:MM:SS", "elapsed_s": float, "events_per_s": float, "events_total": int,
+ "lost_events": int,
  "inodes": [{"ino": int, "size_pages": int, "init": "shared"|"private"|"unknown",
              "shared_pages": int, "private_pages": int, "unknown_pages": int,
              "resident_pages": int,
@@ -24,11 +25,20 @@ from gmemtrace.model.state import Model, Share
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["time", "elapsed_s", "events_per_s", "lost_events", "inodes", "threads"],
+    "required": [
+        "time",
+        "elapsed_s",
+        "events_per_s",
+        "events_total",
+        "lost_events",
+        "inodes",
+        "threads",
+    ],
     "properties": {
         "time": {"type": "string"},
         "elapsed_s": {"type": "number"},
         "events_per_s": {"type": "number"},
+        "events_total": {"type": "integer"},
         "lost_events": {"type": "integer"},
         "inodes": {
             "type": "array",
@@ -93,6 +103,7 @@ def interval_record(model: Model, rates: Rates, elapsed_s: float) -> dict[str, A
         "time": time.strftime("%H:%M:%S"),
         "elapsed_s": round(elapsed_s, 3),
         "events_per_s": round(rates.events_per_s, 1),
+        "events_total": model.events_applied,
         "lost_events": model.lost_events,
         "inodes": inodes,
         "threads": threads,

@@ -27,7 +27,7 @@ def run_scenario(name: str, params: Params | None = None, hold_s: float = 0.0) -
         value = getattr(params, knob)
         if value is not None and value <= 0:
             raise UsageError(f"--{knob} must be positive, not {value}")
-    workload = Workload(name, params.pause_after_map_s)
+    workload = Workload(name, params.pause_after_map_s, params.wait_signal)
     try:
         SCENARIOS[name](workload, params)
         if hold_s > 0:

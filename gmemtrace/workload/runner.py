@@ -37,9 +37,14 @@ class Binding:
 class Workload:
     """A VM plus its guest_memfds, with a ground-truth ledger of everything done to them."""
 
-    def __init__(self, scenario: str, pause_after_map_s: float = 0.0) -> None:
+    def __init__(
+        self, scenario: str, pause_after_map_s: float = 0.0, wait_signal: bool = False
+    ) -> None:
         self.scenario = scenario
         self._pause_s = pause_after_map_s
+        self._wait_signal = wait_signal
+        if wait_signal:  # blocked from now on, so an early SIGUSR1 waits for sigwait()
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         self.pid = os.getpid()
         self.started_ns = time.monotonic_ns()
         self.vm = Vm.create()
@@ -65,6 +70,9 @@ class Workload:
         if self._pause_s > 0:  # once: the first mapping exists, nothing touched it yet
             time.sleep(self._pause_s)
             self._pause_s = 0.0
+        if self._wait_signal:
+            signal.sigwait({signal.SIGUSR1})
+            self._wait_signal = False
         return mapping
 
     # --- host side ---------------------------------------------------------

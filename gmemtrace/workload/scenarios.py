@@ -22,6 +22,7 @@ class Params:
     rate: float | None = None
     pattern: str = "sequential"
     pause_after_map_s: float = 0.0  # stop once memory is mapped, for tracers attaching late
+    wait_signal: bool = False  # ... or until SIGUSR1 arrives (benchmarks: attach, then go)
 
 
 def mixed(wl: Workload, p: Params) -> None:

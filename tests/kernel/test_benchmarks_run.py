@@ -5,15 +5,43 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import main
+from benchmarks.__main__ import configurations, main
 
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("kvm_ready")]
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 
 
-def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
+def test_bench_runs_every_part_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    assert main(["--pages", "64", "--rounds", "2", "--repeat", "2", "-o", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["results"]
-    assert row["configuration"] == "untraced"
-    assert row["repetitions"] == 2
-    assert row["faults_per_s_min"] <= row["faults_per_s_median"] <= row["faults_per_s_max"]
+    argv = [
+        "--pages",
+        "128",
+        "--rounds",
+        "2",
+        "--repeat",
+        "1",
+        "--decoder-events",
+        "20000",
+        "--quick",
+        "--only",
+        "gmemtrace record",
+        "perf stat",
+        "-o",
+        str(out),
+    ]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    runs = {c["name"]: c["runs"] for c in doc["configurations"]}
+    assert set(runs) == {"untraced", "gmemtrace record", "perf stat"} or "perf stat" not in runs
+    (record,) = runs["gmemtrace record"]
+    assert record["lost"] == 0
+    assert record["events"] >= 128 * 2, "every fault of the storm reached the file"
+    assert record["cpu_s"] > 0 and record["rss_mb"] > 0
+    assert doc["decoder"]["decode_and_model_events_per_s"] > 0
+    assert [r["intervals"] > 0 for r in doc["scale"]] == [True] * 5
+
+
+def test_every_configuration_is_present_or_says_why_not() -> None:
+    names = [c.name for c in configurations()]
+    assert names[0] == "untraced" and len(names) == 7
+    for config in configurations():
+        assert config.absent == "" or "not installed" in config.absent

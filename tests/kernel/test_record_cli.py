@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gmemtrace.tracefile import read_trace_file
+from tests.conftest import bpf_program_ids, programs_left
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -19,13 +20,6 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*GMEMTRACE, *args], capture_output=True, text=True, check=False, timeout=timeout
     )
-
-
-def bpf_program_ids() -> set[int]:
-    out = subprocess.run(
-        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    return {int(p["id"]) for p in json.loads(out)}
 
 
 def test_pid_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -80,7 +74,7 @@ def test_record_everything_for_a_while_then_nothing_is_left_attached(tmp_path: P
     result = run("record", "-d", "1", "-o", str(trace))
     assert result.returncode == 0, result.stderr
     assert read_trace_file(trace).complete
-    assert bpf_program_ids() <= before, "every program gmemtrace loaded is gone"
+    assert not programs_left(before), "every program gmemtrace loaded is gone"
 
 
 def test_command_output_passes_through_and_its_children_are_followed(tmp_path: Path) -> None:

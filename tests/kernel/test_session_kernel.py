@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,15 +10,9 @@ import pytest
 
 import gmemtrace
 from gmemtrace.tracefile import read_trace_file
+from tests.conftest import bpf_program_ids, programs_left
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
-
-
-def bpf_program_ids() -> set[int]:
-    out = subprocess.run(
-        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    return {int(p["id"]) for p in json.loads(out)}
 
 
 def test_session_snapshots_match_the_ground_truth(tmp_path: Path) -> None:
@@ -43,4 +36,4 @@ def test_leaving_the_block_detaches_even_on_an_exception() -> None:
         assert bpf_program_ids() - before, "probes attached inside the block"
         session.snapshot()
         raise RuntimeError("user error")
-    assert bpf_program_ids() <= before
+    assert not programs_left(before)
