@@ -69,6 +69,13 @@ BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
  * CPU, in the same fault path (a per-CPU slot: no hash update per fault). */
 BPF_PERCPU_ARRAY(pending, struct pending_fault, 1);
 BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
+
+/* Aggregated mode (nothing hot streamed): host faults per guest_memfd page. */
+struct page_key {
+    u64 ino;
+    u64 index;
+};
+BPF_HASH(page_faults, struct page_key, u64, 262144);
 BPF_HASH(in_run, u32, u8, 16384);            /* tid inside KVM_RUN */
 
 static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_val *val)
@@ -170,6 +177,8 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
         struct counters *c = counters_of(p->ino);
         if (c)
             __sync_fetch_and_add(&c->host_faults, 1);
+        struct page_key page = {.ino = p->ino, .index = p->index};
+        page_faults.atomic_increment(page);
     }
     return 0;
 }
@@ -192,6 +201,8 @@ TRACEPOINT_PROBE(signal, signal_generate)
             __sync_fetch_and_add(&c->host_faults_refused, 1);
             __sync_fetch_and_add(&c->host_faults, -1);
         }
+        struct page_key page = {.ino = fault.ino, .index = fault.index};
+        page_faults.atomic_increment(page, -1);  /* taken, then refused: not a host fault */
     }
     emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
     return 0;

@@ -58,7 +58,7 @@ class Collector:
             self.events_seen += batch.size
         return int(batch.size)
 
-    def run(self, stop: Callable[[], bool], interval_s: float = 0.05) -> None:
+    def run(self, stop: Callable[[], bool], interval_s: float = 0.02) -> None:
         """Pump every `interval_s` until `stop()` says so, then drain what is left."""
         while not stop():
             started = time.monotonic()

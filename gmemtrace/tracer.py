@@ -90,9 +90,16 @@ def check_pids(pids: list[int]) -> None:
             pass
 
 
+# Ring buffer pages: 64 MiB holds about 0.75 s of a fault storm's events, room
+# for a consumer that pauses to write its batch to disk.
+RINGBUF_PAGES = 16384
+
+
 def attach(setup: Setup, pids: list[int] | None, stream_hot: bool = True) -> TracepointSource:
     """Load and attach the probes for `pids` (None: every process)."""
-    return TracepointSource(setup.headers, setup.btf, pids, stream_hot=stream_hot)
+    return TracepointSource(
+        setup.headers, setup.btf, pids, stream_hot=stream_hot, ringbuf_pages=RINGBUF_PAGES
+    )
 
 
 class GatedCommand:

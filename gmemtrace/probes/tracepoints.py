@@ -155,6 +155,14 @@ class TracepointSource:
             out[int(key.value)] = {name: int(getattr(value, name)) for name, _ in value._fields_}
         return out
 
+    def page_fault_counts(self) -> dict[int, dict[int, int]]:
+        """Aggregated mode: successful host faults per inode and page, counted in the kernel."""
+        out: dict[int, dict[int, int]] = {}
+        for key, value in self.bpf[b"page_faults"].items():
+            if value.value:
+                out.setdefault(int(key.ino), {})[int(key.index)] = int(value.value)
+        return out
+
     def latency_histograms(self) -> dict[str, dict[int, int]]:
         """In-kernel log2 histograms: {event: {log2(ns) slot: count}}."""
         out: dict[str, dict[int, int]] = {}

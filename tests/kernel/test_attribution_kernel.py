@@ -93,3 +93,32 @@ def test_conversion_and_punch_latencies_land_in_kernel_histograms(
     assert sum(histograms["fallocate"].values()) == 1
     assert sum(histograms["convert"].values()) == 1  # one interface: the range is unbound
     assert all(0 < slot < 40 for h in histograms.values() for slot in h)
+
+
+def test_aggregated_mode_counts_in_the_kernel_per_inode_and_page() -> None:
+    src = TracepointSource(headers.resolve(), Btf.load(), pids=[os.getpid()], stream_hot=False)
+    wl = Workload("aggregated")
+    try:
+        shared = wl.guest_memfd(32, MMAP | INIT_SHARED)
+        host = wl.map(shared)
+        wl.host_touch(host, 0, 16)
+        wl.zap(host, 4, 4)
+        wl.host_touch(host, 0, 8)  # pages 4..7 fault a second time
+        wl.punch(shared, 0, 2)
+        private = wl.guest_memfd(4, MMAP)
+        wl.touch_in_child(wl.map(private), 1)
+        streamed = src.poll()
+        counters = src.inode_counters()
+        pages = src.page_fault_counts()
+    finally:
+        wl.close()
+        src.close()
+    hot = (Kind.HOST_FAULT, Kind.ALLOC, Kind.FREE, Kind.GUEST_FAULT)
+    assert not np.isin(streamed["kind"], hot).any(), "nothing hot was streamed"
+    truth = wl.truth[shared.ino].counts
+    assert counters[shared.ino]["host_faults"] == truth["host_faults"] == 20
+    assert counters[shared.ino]["pages_allocated"] == 16
+    assert counters[shared.ino]["pages_freed"] == 2
+    assert pages[shared.ino] == {p: 2 if 4 <= p < 8 else 1 for p in range(16)}
+    assert counters[private.ino]["host_faults_refused"] == 1
+    assert counters[private.ino]["host_faults"] == 0 and private.ino not in pages
