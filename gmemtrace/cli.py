@@ -113,18 +113,7 @@ def build_parser() -> Parser:
         description="Record guest_memfd events. With -- CMD, CMD starts under trace and the "
         "recording stops when it exits; without --pid or CMD, every process is traced.",
     )
-    record.add_argument(
-        "-p",
-        "--pid",
-        type=int,
-        action="append",
-        default=[],
-        metavar="PID",
-        help="trace this process and its children (repeatable)",
-    )
-    record.add_argument(
-        "-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after this long"
-    )
+    _add_target_options(record)
     record.add_argument("-o", "--output", type=Path, required=True, help="the trace file")
     record.add_argument("--tier", choices=TIERS, help="force one probe tier")
     record.add_argument("--json", action="store_true", help="print the report as JSON at the end")
@@ -162,15 +151,7 @@ def build_live_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-p",
-        "--pid",
-        type=int,
-        action="append",
-        default=[],
-        metavar="PID",
-        help="trace this process and its children (repeatable)",
-    )
+    _add_target_options(parser)
     parser.add_argument(
         "--comm", metavar="NAME", help="trace processes with this name, also ones that start later"
     )
@@ -181,9 +162,6 @@ def build_live_parser() -> Parser:
         default=1.0,
         metavar="SECONDS",
         help="rate interval (default 1)",
-    )
-    parser.add_argument(
-        "-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after this long"
     )
     parser.add_argument("-o", "--output", type=Path, help="also record to this trace file")
     parser.add_argument(
@@ -206,6 +184,22 @@ def build_live_parser() -> Parser:
         help="a command to start under the view; the view ends with it",
     )
     return parser
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    """--pid and --duration, as every tracing command spells them (like the bcc tools)."""
+    parser.add_argument(
+        "-p",
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="trace this process and its children (repeatable)",
+    )
+    parser.add_argument(
+        "-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after this long"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -308,6 +302,7 @@ def _valid_comm(comm: str) -> bool:
 def cmd_record(args: argparse.Namespace) -> int:
     from gmemtrace.collector import Collector
     from gmemtrace.kernel.procfs import alive
+    from gmemtrace.live import StopFlag
     from gmemtrace.report import build_report, to_table
     from gmemtrace.tracefile import TraceWriter
     from gmemtrace.tracer import GatedCommand, attach, check_pids, prepare
@@ -317,7 +312,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     setup = prepare(args.tier)
     child = GatedCommand(command) if command else None
     targets = ([child.pid] if child else []) + args.pid
-    stopping = _StopFlag()
+    stopping = StopFlag()
     try:
         source = attach(setup, targets or None)
         header = setup.header(targets, command)
@@ -349,20 +344,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         _console().print(to_table(report))
+    if collector.write_error is not None:
+        raise collector.write_error
     print(f"gmemtrace: {collector.events_seen} events recorded to {args.output}", file=sys.stderr)
     return EXIT_OK
-
-
-class _StopFlag:
-    """SIGINT, SIGTERM and SIGHUP ask the collection loop to stop cleanly."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._request)
-
-    def _request(self, signum: int, frame: object) -> None:
-        self.requested = True
 
 
 def cmd_report(args: argparse.Namespace) -> int:

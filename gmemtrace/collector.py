@@ -17,7 +17,7 @@ import numpy as np
 
 from gmemtrace.events import EVENT_DTYPE, Kind
 from gmemtrace.model.state import Model
-from gmemtrace.tracefile import TraceWriter
+from gmemtrace.tracefile import TraceWriteError, TraceWriter
 
 
 class EventSource(Protocol):
@@ -35,6 +35,7 @@ class Collector:
     writer: TraceWriter | None = None
     listeners: list[Callable[[np.ndarray], None]] = field(default_factory=list)
     events_seen: int = 0
+    write_error: TraceWriteError | None = None  # the recording stopped; collecting goes on
     _lost_reported: int = 0
 
     def pump(self) -> int:
@@ -52,7 +53,12 @@ class Collector:
         if batch.size:
             self.model.apply(batch)
             if self.writer is not None:
-                self.writer.write(batch)
+                try:
+                    self.writer.write(batch)
+                except TraceWriteError as err:
+                    self.write_error = err
+                    self.writer.abandon()
+                    self.writer = None
             for listener in self.listeners:
                 listener(batch)
             self.events_seen += batch.size

@@ -55,6 +55,19 @@ LOGICAL = (
     Kind.RELEASE,
 )
 
+# Per-inode totals, in the words of reports and ground truths alike.
+COUNTERS = (
+    "host_faults",
+    "host_faults_refused",
+    "guest_faults",
+    "pages_allocated",
+    "pages_freed",
+    "hole_punches",
+    "conversion_attempts",
+    "conversions_to_shared",
+    "conversions_to_private",
+)
+
 CONV_TO_PRIVATE = 0x1
 CONV_IFACE_ATTRIBUTES2 = 0x10
 CONV_IFACE_VM_ATTRIBUTES = 0x20

@@ -24,7 +24,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gmemtrace.model.state import COUNTERS, Model, Share
+from gmemtrace.events import COUNTERS
+from gmemtrace.model.state import Model, Share
 from gmemtrace.tracefile import TraceData, read_trace_file
 
 INODE_FIELDS = (

@@ -8,8 +8,10 @@ was traced; an END event marks a recording that finished cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from gmemtrace.errors import UsageError
+from gmemtrace.errors import GmemtraceError, UsageError
 from gmemtrace.events import EVENT_DTYPE, Kind
 
 FORMAT = "gmemtrace-trace"
@@ -31,6 +33,10 @@ SCHEMA_FIELDS = [
 
 class TraceFileError(UsageError):
     """A trace file that cannot be read (exit code 2, like any bad input)."""
+
+
+class TraceWriteError(GmemtraceError):
+    """The recording could not be written (a full disk, a vanished mount): exit code 1."""
 
 
 @dataclass
@@ -87,7 +93,8 @@ class TraceWriter:
     def __init__(self, path: Path, header: TraceHeader) -> None:
         self.path = path
         fd = open_exclusive(path)
-        os.fchmod(fd, 0o600)  # O_TRUNC of an existing file keeps its old mode
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # never chmod a device such as /dev/null
+            os.fchmod(fd, 0o600)  # O_TRUNC of an existing file keeps its old mode
         self._file = os.fdopen(fd, "wb")
         self._schema = pa.schema(SCHEMA_FIELDS, metadata=header.to_metadata())
         self._writer = pa.ipc.new_stream(self._file, self._schema)
@@ -98,9 +105,21 @@ class TraceWriter:
         if events.size == 0:
             return
         arrays = [_column(events, name) for name in EVENT_DTYPE.names or ()]
-        self._writer.write_batch(pa.record_batch(arrays, schema=self._schema))
-        self._file.flush()
+        try:
+            self._writer.write_batch(pa.record_batch(arrays, schema=self._schema))
+            self._file.flush()
+        except (OSError, pa.ArrowException) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise TraceWriteError(
+                f"writing {self.path} failed ({reason}); it holds the first "
+                f"{self.events_written} events, readable, marked as cut short"
+            ) from None
         self.events_written += events.size
+
+    def abandon(self) -> None:
+        """Stop after a write error: close without an end marker (the file says so)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
     def close(self, lost: int, clean: bool = True) -> None:
         """Write the lost-event count and, for a clean end, the END event."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gmemtrace.model.state import COUNTERS, Model
+from gmemtrace.events import COUNTERS
+from gmemtrace.model.state import Model
 
 RATE_COUNTERS = (
     "host_faults",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gmemtrace.events import CONV_INTERFACES, CONV_TO_PRIVATE, Kind
+from gmemtrace.events import CONV_INTERFACES, CONV_TO_PRIVATE, COUNTERS, Kind
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, PAGE_SIZE
 from gmemtrace.model.intervals import IntervalMap
 
@@ -35,17 +35,6 @@ FROM_FAULT = "fault"
 FROM_REFUSED = "refused fault"
 FROM_NOTHING = "unknown"
 
-COUNTERS = (
-    "host_faults",
-    "host_faults_refused",
-    "guest_faults",
-    "pages_allocated",
-    "pages_freed",
-    "hole_punches",
-    "conversion_attempts",
-    "conversions_to_shared",
-    "conversions_to_private",
-)
 
 # Event kind -> counter for the kinds counted in bulk, and whether the event's
 # page count (not 1) is what counts. A refused fault is also a host fault

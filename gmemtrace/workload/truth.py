@@ -11,22 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gmemtrace.events import COUNTERS
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, decode_gmem_flags
 
 SHARED = "shared"
 PRIVATE = "private"
-
-COUNTERS = (
-    "host_faults",
-    "host_faults_refused",
-    "guest_faults",
-    "pages_allocated",
-    "pages_freed",
-    "hole_punches",
-    "conversion_attempts",
-    "conversions_to_shared",
-    "conversions_to_private",
-)
 
 
 def _ranges(pages: set[int]) -> list[list[int]]:
