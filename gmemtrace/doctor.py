@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from gmemtrace.errors import GmemtraceError
+from gmemtrace.kernel import caps, kvm, tracefs
 from gmemtrace.kernel import headers as kheaders
-from gmemtrace.kernel import kvm, tracefs
 from gmemtrace.kernel.btf import VMLINUX_BTF, Btf, BtfError
 from gmemtrace.kernel.kallsyms import KALLSYMS, symbols_containing
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
-CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 # The stable tracepoints the tracepoint tier is built on.
 TRACEPOINTS = (
@@ -61,7 +60,7 @@ class Host:
     tracefs_mountpoint: Path = tracefs.DEFAULT_MOUNTPOINT
     lib_modules: Path = kheaders.LIB_MODULES
     usr_src: Path = kheaders.USR_SRC
-    proc_status: Path = Path("/proc/self/status")
+    proc_status: Path = caps.PROC_STATUS
     environ: dict[str, str] | None = None
     load_bpf: bool = True  # load the tiny probe programs (needs everything above)
 
@@ -99,21 +98,9 @@ class Diagnosis:
         }
 
 
-def _effective_caps(status: Path) -> int:
-    try:
-        for line in status.read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def check_privileges(host: Host, d: Diagnosis) -> None:
-    caps = _effective_caps(host.proc_status)
-    names = {"CAP_BPF": CAP_BPF, "CAP_PERFMON": CAP_PERFMON, "CAP_SYS_ADMIN": CAP_SYS_ADMIN}
-    missing = [name for name, bit in names.items() if not caps >> bit & 1]
-    held = ", ".join(n for n in names if n not in missing)
+    missing = caps.missing_for_tracing(host.proc_status)
+    held = ", ".join(n for n in sorted(caps.TRACING_CAPS) if n not in missing)
     d.facts["euid"] = os.geteuid()
     if not missing:
         d.add(Check("privileges", OK, f"euid {os.geteuid()}; {held}"))

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gmemtrace.errors import GmemtraceError, UsageError
+from gmemtrace.kernel import caps, tracefs
 from gmemtrace.kernel import headers as kheaders
-from gmemtrace.kernel import tracefs
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.probes import plan as probe_plan
 from gmemtrace.probes.bcc_backend import BCC_FIX, import_bcc
@@ -44,8 +44,11 @@ class Setup:
 
 def prepare(force_tier: str | None = None) -> Setup:
     """Check every requirement of tracing and plan the probes; raise the first problem."""
-    if os.geteuid() != 0:
-        raise GmemtraceError("tracing needs root (CAP_BPF, CAP_PERFMON); run it with sudo")
+    missing = caps.missing_for_tracing()
+    if missing:
+        raise GmemtraceError(
+            f"tracing needs {', '.join(missing)}; run it as root (sudo gmemtrace ...)"
+        )
     try:
         import_bcc()
     except GmemtraceError:

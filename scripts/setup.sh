@@ -11,7 +11,7 @@ say() { printf 'setup: %s\n' "$*"; }
 # --- Debian packages -------------------------------------------------------
 if [[ $(id -u) -eq 0 ]] && command -v dpkg-query >/dev/null; then
     arch=$(dpkg --print-architecture)
-    wanted=(python3-bpfcc bpftool python3-venv tmux)
+    wanted=(python3-bpfcc bpftool python3-venv tmux libcap2-bin)
     # Headers for bcc: any distro linux-headers tree will do (gmemtrace merges
     # its arch and -common folders itself); install the default flavour if none.
     compgen -G "/usr/src/linux-headers-*-$arch" >/dev/null || wanted+=("linux-headers-$arch")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gmemtrace import cli
 from gmemtrace.events import EVENT_DTYPE, Kind
@@ -147,3 +149,22 @@ def test_damaged_bytes_never_raise_a_traceback(
         assert code in (0, 2)
     capsys.readouterr()
     os.sync()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096), st.integers(0, 20000))
+def test_fuzzed_files_read_or_fail_with_one_clear_error(junk: bytes, cut: int) -> None:
+    """Random bytes, and a real trace with random bytes spliced in: never a traceback."""
+    import tempfile
+
+    raw = (DATA / "mixed.trace").read_bytes()
+    for content in (junk, raw[:cut] + junk + raw[cut + len(junk) :]):
+        with tempfile.NamedTemporaryFile(suffix=".trace") as f:
+            f.write(content)
+            f.flush()
+            try:
+                data = read_trace_file(Path(f.name))
+            except TraceFileError as err:
+                assert str(err) and "\n" not in str(err)
+            else:
+                assert data.events.dtype == EVENT_DTYPE

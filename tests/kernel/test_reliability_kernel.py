@@ -1,0 +1,79 @@
+"""Reliability on the real kernel: a full disk, a closed pipe, no privileges."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gmemtrace.tracefile import read_trace_file
+from tests.conftest import bpf_program_ids, programs_left
+
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
+GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
+STORM = [*GMEMTRACE, "workload", "fault-storm", "--pages", "2048", "--rounds", "4", "--quiet"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a recording of a fault storm fills it."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_recording_cleanly(tiny_disk: Path) -> None:
+    trace = tiny_disk / "t.trace"
+    result = subprocess.run(
+        [*GMEMTRACE, "record", "-o", str(trace), "--", *STORM],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("gmemtrace:")]
+    assert error.startswith(f"gmemtrace: error: writing {trace} failed (No space left on device)")
+    data = read_trace_file(trace)  # what was written before the disk filled is readable
+    assert not data.complete and data.problem  # the torn last batch is reported
+    assert data.events.size > 0
+    assert "gmemtrace report" in result.stdout, "the summary still comes from the live model"
+
+
+def test_a_closed_pipe_ends_quietly_and_detaches() -> None:
+    before = bpf_program_ids()
+    command = " ".join([*GMEMTRACE, "--json", "-i", "0.2", "--", *STORM]) + " | head -1"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.startswith('{"time"'), result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+    assert not programs_left(before), "every program is gone after SIGPIPE"
+
+
+def test_without_the_capabilities_one_line_names_the_fix(tmp_path: Path) -> None:
+    command = " ".join([*GMEMTRACE, "record", "-o", str(tmp_path / "t.trace"), "--", "true"])
+    result = subprocess.run(
+        ["capsh", "--drop=cap_bpf,cap_perfmon,cap_sys_admin", "--", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "gmemtrace: error: tracing needs CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF; "
+        "run it as root (sudo gmemtrace ...)\n"
+    )
