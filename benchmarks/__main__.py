@@ -247,30 +247,41 @@ def _fmt(values: list[float | None], spec: str) -> str:
     return format(statistics.median(real), spec) if real else "-"
 
 
+def paired_ratios(config: Config, untraced: Config) -> list[float]:
+    """Each repetition's rate over the untraced rate of the same repetition: the machine's
+    drift between repetitions cancels out."""
+    return [
+        r.faults_per_s / u.faults_per_s for r, u in zip(config.runs, untraced.runs, strict=False)
+    ]
+
+
 def table(configs: list[Config], machine: str) -> Table:
-    base = statistics.median(r.faults_per_s for r in configs[0].runs)
     out = Table(title=f"fault-storm under each tracer on {machine}", title_justify="left")
-    for column in (
+    columns = (
         "configuration",
         "faults/s (median)",
         "spread",
-        "ratio",
+        "ratio (paired median)",
+        "ratio range",
         "events",
         "lost",
         "tracer CPU s",
         "tracer peak RSS MB",
-    ):
+    )
+    for column in columns:
         out.add_column(column, justify="left" if column == "configuration" else "right")
     for c in configs:
         if c.absent:
-            out.add_row(c.name, "-", "-", "-", "-", "-", "-", f"absent: {c.absent}")
+            out.add_row(c.name, *["-"] * (len(columns) - 2), f"absent: {c.absent}")
             continue
         rates = [r.faults_per_s for r in c.runs]
+        ratios = paired_ratios(c, configs[0])
         out.add_row(
             c.name,
             f"{statistics.median(rates):,.0f}",
             f"{min(rates):,.0f} .. {max(rates):,.0f}",
-            f"{statistics.median(rates) / base:.3f}",
+            f"{statistics.median(ratios):.3f}",
+            f"{min(ratios):.2f} .. {max(ratios):.2f}",
             _fmt([r.events for r in c.runs], ",.0f"),
             _fmt([r.lost for r in c.runs], ",.0f"),
             _fmt([r.cpu_s for r in c.runs], ".2f"),
@@ -287,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pages", type=int, default=16384, help="pages per round (64 MiB)")
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=5, help="repetitions per configuration")
+    parser.add_argument("--repeat", type=int, default=7, help="repetitions per configuration")
     parser.add_argument("--decoder-events", type=int, default=4_000_000)
     parser.add_argument("--only", nargs="*", help="configurations to run (default all)")
     parser.add_argument("--quick", action="store_true", help="small scale cases (for tests)")
@@ -315,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "workload": f"fault-storm {args.pages} pages x {args.rounds} rounds",
         "configurations": [
-            {"name": c.name, "absent": c.absent, "runs": [r.__dict__ for r in c.runs]}
+            {
+                "name": c.name,
+                "absent": c.absent,
+                "runs": [r.__dict__ for r in c.runs],
+                "paired_ratios": paired_ratios(c, configs[0]) if c.runs else [],
+            }
             for c in configs
         ],
         "decoder": decoded,
