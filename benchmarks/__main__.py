@@ -256,17 +256,21 @@ def paired_ratios(config: Config, untraced: Config) -> list[float]:
 
 
 def table(configs: list[Config], machine: str) -> Table:
-    out = Table(title=f"fault-storm under each tracer on {machine}", title_justify="left")
+    out = Table(
+        title=f"fault-storm under each tracer on {machine} (medians; ratio: to the untraced "
+        "run of the same repetition; CPU s, RSS MB: the tracer process)",
+        title_justify="left",
+    )
     columns = (
         "configuration",
-        "faults/s (median)",
-        "spread",
-        "ratio (paired median)",
+        "faults/s",
+        "range",
+        "ratio",
         "ratio range",
         "events",
         "lost",
-        "tracer CPU s",
-        "tracer peak RSS MB",
+        "CPU s",
+        "RSS MB",
     )
     for column in columns:
         out.add_column(column, justify="left" if column == "configuration" else "right")
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     machine = f"{platform.node()} ({platform.release()}, {os.cpu_count()} CPUs)"
-    console = Console(width=150)
+    console = Console(width=160)
     configs = [
         c for c in configurations() if c.name == "untraced" or not args.only or c.name in args.only
     ]
