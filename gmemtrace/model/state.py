@@ -102,6 +102,9 @@ class InodeState:
 
 @dataclass(frozen=True)
 class Binding:
+    """A memslot bound to guest_memfd pages, in the VM of process `pid`."""
+
+    pid: int
     slot: int
     base_gfn: int
     npages: int
@@ -135,10 +138,11 @@ class Model:
             state = self.inodes[ino] = InodeState.create(ino, 0, None, ts)
         return state
 
-    def locate_gfn(self, gfn: int) -> tuple[int, int] | None:
-        """(inode, page) of a guest frame, through the memslot bindings seen so far."""
+    def locate_gfn(self, pid: int, gfn: int) -> tuple[int, int] | None:
+        """(inode, page) of a guest frame of process `pid`'s VM, through the memslot
+        bindings seen so far (a VMM with several VMs would need their fds: one VM a process)."""
         for b in reversed(self.bindings):
-            if b.base_gfn <= gfn < b.base_gfn + b.npages:
+            if b.pid == pid and b.base_gfn <= gfn < b.base_gfn + b.npages:
                 return b.ino, b.first + gfn - b.base_gfn
         return None
 
@@ -227,6 +231,7 @@ class Model:
         elif kind == Kind.BIND and ev["result"] == 0:
             self.bindings.append(
                 Binding(
+                    int(ev["pid"]),
                     int(ev["arg2"]),
                     int(ev["arg"]) // PAGE_SIZE,
                     int(ev["count"]),
@@ -266,7 +271,7 @@ class Model:
         interface = next((n for bit, n in CONV_INTERFACES.items() if flags & bit), "kernel")
         ino, first = int(ev["ino"]), int(ev["first"])
         if interface == "KVM_SET_MEMORY_ATTRIBUTES":  # by guest physical address
-            located = self.locate_gfn(first)
+            located = self.locate_gfn(int(ev["pid"]), first)
             ino, first = located if located else (0, first)
         self.conversions.append(
             {

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gmemtrace.events import COUNTERS
+from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.tracefile import read_trace_file
 from tests.conftest import bpf_program_ids, programs_left
 
@@ -77,3 +82,70 @@ def test_without_the_capabilities_one_line_names_the_fix(tmp_path: Path) -> None
         "gmemtrace: error: tracing needs CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF; "
         "run it as root (sudo gmemtrace ...)\n"
     )
+
+
+def _record(*args: str) -> dict[str, object]:
+    result = subprocess.run(
+        [*GMEMTRACE, "record", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, object] = json.loads(result.stdout[result.stdout.rindex('{\n  "trace"') :])
+    return report
+
+
+def _counts(report: dict[str, object]) -> dict[int, dict[str, int]]:
+    inodes = report["inodes"]
+    assert isinstance(inodes, list)
+    return {i["ino"]: {k: i[k] for k in COUNTERS} for i in inodes}
+
+
+def test_a_target_that_execs_into_the_vmm_is_followed(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    vmm = shlex.join([*GMEMTRACE, "workload", "mixed", "--quiet", "-o", str(truth)])
+    shell = subprocess.Popen(["bash", "-c", f"sleep 2; exec {vmm}"])
+    try:
+        report = _record("--pid", str(shell.pid), "-o", str(tmp_path / "t.trace"))
+    finally:
+        shell.wait(timeout=60)
+    expected = {i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]}
+    assert _counts(report) == expected
+
+
+def test_two_vmms_at_once_each_exact(tmp_path: Path) -> None:
+    vmms, truths = [], []
+    for n in range(2):
+        truths.append(tmp_path / f"truth{n}.json")
+        vmms.append(
+            subprocess.Popen(
+                [
+                    *GMEMTRACE,
+                    "workload",
+                    "mixed",
+                    "--pause-after-map",
+                    "3",
+                    "--rate",
+                    "300",
+                    "--quiet",
+                    "-o",
+                    str(truths[-1]),
+                ]
+            )
+        )
+    try:
+        for vmm in vmms:
+            while not gmem_mappings(vmm.pid):
+                time.sleep(0.05)
+        pids = [arg for vmm in vmms for arg in ("--pid", str(vmm.pid))]
+        report = _record(*pids, "-o", str(tmp_path / "t.trace"))
+    finally:
+        for vmm in vmms:
+            vmm.wait(timeout=60)
+    expected = {}
+    for truth in truths:
+        expected.update({i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]})
+    assert len(expected) == 6
+    assert _counts(report) == expected
