@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gmemtrace.events import COUNTERS
-from gmemtrace.model.state import Model, Share
+from gmemtrace.model.state import Model
 from gmemtrace.tracefile import TraceData, read_trace_file
 
 INODE_FIELDS = (
@@ -56,21 +56,9 @@ def build_report(
     problem: str = "",
 ) -> dict[str, Any]:
     end_ns = model.last_ns or start_ns
-    inodes = []
-    for ino in sorted(model.inodes):
-        state = model.inodes[ino]
-        inodes.append(
-            {
-                "ino": ino,
-                "size_pages": state.size_pages,
-                "flags": state.flags,
-                "init": state.init.value,
-                "shared_pages": state.pages(Share.SHARED),
-                "private_pages": state.pages(Share.PRIVATE),
-                "unknown_pages": state.pages(Share.UNKNOWN),
-                **state.counts,
-            }
-        )
+    inodes = [
+        model.inodes[ino].summary() | model.inodes[ino].counts for ino in sorted(model.inodes)
+    ]
     return {
         "trace": {
             "kernel": kernel,

@@ -170,8 +170,8 @@ def read_trace_file(path: Path) -> TraceData:
                 f"{path} is not a gmemtrace trace (no Arrow stream header)"
             ) from None
         header = TraceHeader.from_metadata(reader.schema.metadata)
-        if [f.name for f in reader.schema] != list(EVENT_DTYPE.names or ()):
-            raise TraceFileError(f"{path}: unexpected columns {reader.schema.names}")
+        if not reader.schema.remove_metadata().equals(pa.schema(SCHEMA_FIELDS)):
+            raise TraceFileError(f"{path}: not the columns and types of a gmemtrace trace")
         batches: list[pa.RecordBatch] = []
         problem = ""
         while True:
@@ -183,6 +183,9 @@ def read_trace_file(path: Path) -> TraceData:
                 problem = (
                     f"truncated or damaged after {sum(len(b) for b in batches)} events ({err})"
                 )
+                break
+            if any(column.null_count for column in batch.columns):  # never written so
+                problem = f"damaged after {sum(len(b) for b in batches)} events (null values)"
                 break
             batches.append(batch)
     events = np.empty(sum(len(b) for b in batches), dtype=EVENT_DTYPE)

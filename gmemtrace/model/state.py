@@ -83,6 +83,18 @@ class InodeState:
     def pages(self, state: Share) -> int:
         return sum(end - first for first, end, (s, _) in self.shareability.runs() if s is state)
 
+    def summary(self) -> dict[str, Any]:
+        """What reports and interval records say of the inode besides its counters."""
+        return {
+            "ino": self.ino,
+            "size_pages": self.size_pages,
+            "flags": self.flags,
+            "init": self.init.value,
+            "shared_pages": self.pages(Share.SHARED),
+            "private_pages": self.pages(Share.PRIVATE),
+            "unknown_pages": self.pages(Share.UNKNOWN),
+        }
+
     def grow(self, size_pages: int) -> None:
         """Pages beyond the known size: an inode first seen in page or fault events."""
         if size_pages > self.size_pages:

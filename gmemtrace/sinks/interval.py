@@ -21,7 +21,7 @@ import time
 from typing import Any, TextIO
 
 from gmemtrace.model.rates import RATE_COUNTERS, Rates
-from gmemtrace.model.state import Model, Share
+from gmemtrace.model.state import Model
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -72,23 +72,16 @@ SCHEMA: dict[str, Any] = {
 
 
 def interval_record(model: Model, rates: Rates, elapsed_s: float) -> dict[str, Any]:
-    inodes = []
-    for ino in sorted(model.inodes):
-        state = model.inodes[ino]
-        inodes.append(
-            {
-                "ino": ino,
-                "size_pages": state.size_pages,
-                "init": state.init.value,
-                "shared_pages": state.pages(Share.SHARED),
-                "private_pages": state.pages(Share.PRIVATE),
-                "unknown_pages": state.pages(Share.UNKNOWN),
-                "resident_pages": state.resident.count(True),
-                "per_s": {k: round(v, 3) for k, v in rates.inodes.get(ino, {}).items()}
-                or dict.fromkeys(RATE_COUNTERS, 0.0),
-                "totals": dict(state.counts),
-            }
-        )
+    inodes = [
+        model.inodes[ino].summary()
+        | {
+            "resident_pages": model.inodes[ino].resident.count(True),
+            "per_s": {k: round(v, 3) for k, v in rates.inodes.get(ino, {}).items()}
+            or dict.fromkeys(RATE_COUNTERS, 0.0),
+            "totals": dict(model.inodes[ino].counts),
+        }
+        for ino in sorted(model.inodes)
+    ]
     threads = [
         {
             "pid": pid,
