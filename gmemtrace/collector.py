@@ -35,6 +35,7 @@ class Collector:
     writer: TraceWriter | None = None
     listeners: list[Callable[[np.ndarray], None]] = field(default_factory=list)
     events_seen: int = 0
+    _last_pump_ns: int = 0
     write_error: TraceWriteError | None = None  # the recording stopped; collecting goes on
     _lost_reported: int = 0
 
@@ -42,14 +43,32 @@ class Collector:
         """One drain: returns how many events it moved."""
         batch = self.source.poll()
         lost = self.source.lost()
+        now = time.monotonic_ns()
         if lost > self._lost_reported:
+            # The kernel dropped events since the last pump: say how many in all, and
+            # from when (arg), so that the model knows which window's counts are low.
             self._lost_reported = lost
-            now = time.monotonic_ns()
             marker = np.array(
-                [(now, os.getpid(), os.getpid(), Kind.LOST, 0, 0, 0, 0, lost, 0, 0, b"")],
+                [
+                    (
+                        now,
+                        os.getpid(),
+                        os.getpid(),
+                        Kind.LOST,
+                        0,
+                        0,
+                        0,
+                        0,
+                        lost,
+                        self._last_pump_ns,
+                        0,
+                        b"",
+                    )
+                ],
                 dtype=EVENT_DTYPE,
             )
             batch = np.concatenate([batch, marker])
+        self._last_pump_ns = now
         if batch.size:
             self.model.apply(batch)
             if self.writer is not None:

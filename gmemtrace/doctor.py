@@ -15,8 +15,9 @@ from typing import Any
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel import caps, kvm, tracefs
 from gmemtrace.kernel import headers as kheaders
-from gmemtrace.kernel.btf import VMLINUX_BTF, Btf, BtfError
-from gmemtrace.kernel.kallsyms import KALLSYMS, symbols_containing
+from gmemtrace.kernel.btf import Btf, BtfError
+from gmemtrace.kernel.host import Host
+from gmemtrace.kernel.kallsyms import symbols_containing
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -47,22 +48,6 @@ INPLACE_FUNCTIONS = (
     "kvm_gmem_shareability_setup",
     "kvm_gmem_convert_range",
 )
-
-
-@dataclass(frozen=True)
-class Host:
-    """The parts of the machine doctor reads; tests substitute their own."""
-
-    kvm_device: Path = Path("/dev/kvm")
-    btf: Path = VMLINUX_BTF
-    kallsyms: Path = KALLSYMS
-    mounts: Path = tracefs.PROC_MOUNTS
-    tracefs_mountpoint: Path = tracefs.DEFAULT_MOUNTPOINT
-    lib_modules: Path = kheaders.LIB_MODULES
-    usr_src: Path = kheaders.USR_SRC
-    proc_status: Path = caps.PROC_STATUS
-    environ: dict[str, str] | None = None
-    load_bpf: bool = True  # load the tiny probe programs (needs everything above)
 
 
 @dataclass(frozen=True)

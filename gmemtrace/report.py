@@ -64,6 +64,11 @@ def build_report(
             "kernel": kernel,
             "duration_s": round(max(end_ns - start_ns, 0) / 1e9, 6),
             "lost_events": model.lost_events,
+            # where the counts are low: [from s, to s, events lost] since the start
+            "lost_windows": [
+                [round(max(a - start_ns, 0) / 1e9, 3), round((b - start_ns) / 1e9, 3), n]
+                for a, b, n in model.lost_windows
+            ],
             "pids": sorted(model.pids),
             "complete": complete,
             "problem": problem,
@@ -126,6 +131,13 @@ def to_table(report: dict[str, Any]) -> RenderableType:
     lines: list[RenderableType] = [table]
     lost = trace["lost_events"]
     lines.append(Text(f"lost events: {lost}", style="bold red" if lost else "dim"))
+    for first, last, n in trace.get("lost_windows", []):
+        lines.append(
+            Text(
+                f"  {n} lost between {first:.3f} s and {last:.3f} s: counts there are low",
+                style="red",
+            )
+        )
     if not trace["complete"]:
         lines.append(Text(f"incomplete trace: {trace['problem']}", style="bold yellow"))
     return Group(*lines)

@@ -18,6 +18,7 @@ from gmemtrace.errors import GmemtraceError, UsageError
 from gmemtrace.kernel import caps, tracefs
 from gmemtrace.kernel import headers as kheaders
 from gmemtrace.kernel.btf import Btf
+from gmemtrace.kernel.host import Host
 from gmemtrace.probes import plan as probe_plan
 from gmemtrace.probes.bcc_backend import BCC_FIX, import_bcc
 from gmemtrace.probes.tracepoints import TracepointSource
@@ -42,9 +43,11 @@ class Setup:
         )
 
 
-def prepare(force_tier: str | None = None) -> Setup:
-    """Check every requirement of tracing and plan the probes; raise the first problem."""
-    missing = caps.missing_for_tracing()
+def prepare(force_tier: str | None = None, host: Host | None = None) -> Setup:
+    """Check every requirement of tracing and plan the probes; raise the first problem,
+    in doctor's words, naming its fix."""
+    host = host or Host()
+    missing = caps.missing_for_tracing(host.proc_status)
     if missing:
         raise GmemtraceError(
             f"tracing needs {', '.join(missing)}; run it as root (sudo gmemtrace ...)"
@@ -53,14 +56,17 @@ def prepare(force_tier: str | None = None) -> Setup:
         import_bcc()
     except GmemtraceError:
         raise GmemtraceError(f"bcc is not installed; fix: {BCC_FIX}") from None
-    btf = Btf.load()
-    mounted = tracefs.ensure_mounted()
+    try:
+        btf = Btf.load(host.btf)
+    except GmemtraceError as err:
+        raise GmemtraceError(f"{err}; fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y") from None
+    mounted = tracefs.ensure_mounted(host.mounts, host.tracefs_mountpoint)
     if mounted.mountpoint is None:
         raise GmemtraceError(
             f"tracefs is not mounted ({mounted.error}); fix: mount -t tracefs nodev "
-            f"{tracefs.DEFAULT_MOUNTPOINT}"
+            f"{host.tracefs_mountpoint}"
         )
-    found = kheaders.resolve()
+    found = kheaders.resolve(environ=host.environ, lib_modules=host.lib_modules, src=host.usr_src)
     if not found.usable:
         raise GmemtraceError(
             f"no kernel headers for bcc ({found.detail}); fix: apt-get install "

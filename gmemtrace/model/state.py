@@ -138,6 +138,8 @@ class Model:
     pids: set[int] = field(default_factory=set)  # every process seen doing guest_memfd work
     latency: dict[str, dict[int, int]] = field(default_factory=dict)  # event -> log2(ns) -> n
     lost_events: int = 0
+    # (from ns, to ns, events lost): the windows whose counts are low
+    lost_windows: list[tuple[int, int, int]] = field(default_factory=list)
     events_applied: int = 0
     first_ns: int | None = None
     last_ns: int | None = None
@@ -273,7 +275,10 @@ class Model:
         elif kind == Kind.CONVERT:
             self._apply_conversion(ev)
         elif kind == Kind.LOST:
-            self.lost_events = max(self.lost_events, int(ev["count"]))
+            total = int(ev["count"])
+            if total > self.lost_events:
+                self.lost_windows.append((int(ev["arg"]), ts, total - self.lost_events))
+                self.lost_events = total
         elif kind == Kind.END:
             self.ended = True
 

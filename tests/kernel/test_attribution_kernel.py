@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,39 @@ def test_aggregated_mode_counts_in_the_kernel_per_inode_and_page() -> None:
     assert pages[shared.ino] == {p: 2 if 4 <= p < 8 else 1 for p in range(16)}
     assert counters[private.ino]["host_faults_refused"] == 1
     assert counters[private.ino]["host_faults"] == 0 and private.ino not in pages
+
+
+def test_overflow_with_a_slow_consumer_is_counted_stored_and_marked(tmp_path: Path) -> None:
+    from gmemtrace.collector import Collector
+    from gmemtrace.report import build_report, report_file
+    from gmemtrace.tracefile import TraceHeader, TraceWriter
+
+    # One page of ring buffer (46 records) and a consumer that does not poll
+    # while 2,000 pages are faulted in: most events cannot be kept.
+    src = TracepointSource(headers.resolve(), Btf.load(), pids=[os.getpid()], ringbuf_pages=1)
+    path = tmp_path / "lossy.trace"
+    header = TraceHeader("test", 0, 0.0, {}, [os.getpid()])
+    collector = Collector(src, writer=TraceWriter(path, header))
+    collector.pump()
+    wl = Workload("overflow")
+    try:
+        gmem = wl.guest_memfd(2000, MMAP | INIT_SHARED)
+        wl.host_touch(wl.map(gmem), 0, 2000)
+        collector.pump()
+    finally:
+        wl.close()
+        collector.pump()
+        lost = src.lost()
+        collector.finish()
+    assert lost > 1000
+    model = collector.model
+    assert model.lost_events == lost
+    assert model.lost_windows and sum(n for *_, n in model.lost_windows) == lost
+    seen = model.inodes[gmem.ino].counts["host_faults"]
+    assert seen + lost >= 2000 > seen, "what arrived plus what was lost covers the storm"
+    report = report_file(path)
+    assert report["trace"]["lost_events"] == lost
+    assert (
+        report["trace"]["lost_windows"]
+        == build_report(model, "test", {}, 0)["trace"]["lost_windows"]
+    )
