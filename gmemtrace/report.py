@@ -56,9 +56,14 @@ def build_report(
     problem: str = "",
 ) -> dict[str, Any]:
     end_ns = model.last_ns or start_ns
-    inodes = [
-        model.inodes[ino].summary() | model.inodes[ino].counts for ino in sorted(model.inodes)
-    ]
+    # An inode number used twice (the first guest_memfd released) appears twice,
+    # in order of creation, told apart by "generation".
+    states = [*model.retired, *(model.inodes[ino] for ino in sorted(model.inodes))]
+    seen: dict[int, int] = {}
+    inodes = []
+    for state in states:
+        seen[state.ino] = seen.get(state.ino, -1) + 1
+        inodes.append(state.summary() | state.counts | {"generation": seen[state.ino]})
     return {
         "trace": {
             "kernel": kernel,

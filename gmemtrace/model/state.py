@@ -129,6 +129,8 @@ class Model:
     """Everything the view, the report and the notebooks read."""
 
     inodes: dict[int, InodeState] = field(default_factory=dict)
+    # Inodes whose number a later guest_memfd reused (after the first was released).
+    retired: list[InodeState] = field(default_factory=list)
     bindings: list[Binding] = field(default_factory=list)
     conversions: list[dict[str, Any]] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)
@@ -165,6 +167,14 @@ class Model:
 
     # --- applying a batch ---------------------------------------------------
     def apply(self, events: np.ndarray) -> None:
+        """Apply a batch. A creation may reuse an inode number: the events before it
+        belong to the old inode, so the batch is applied in pieces that start there."""
+        creates = np.flatnonzero(events["kind"] == Kind.CREATE).tolist()
+        bounds = [0, *(c for c in creates if c > 0), events.size]
+        for a, b in itertools.pairwise(bounds):
+            self._apply_piece(events[a:b])
+
+    def _apply_piece(self, events: np.ndarray) -> None:
         if events.size == 0:
             return
         kinds = events["kind"]
@@ -240,7 +250,9 @@ class Model:
         kind, ts, ino = int(ev["kind"]), int(ev["ts_ns"]), int(ev["ino"])
         if kind == Kind.CREATE and ev["result"] == 0:
             flags = None if ev["flags"] & DISCOVERED else int(ev["arg"])
-            if ino not in self.inodes or flags is not None:
+            if ino in self.inodes and flags is not None:
+                self.retired.append(self.inodes.pop(ino))  # the number was reused
+            if ino not in self.inodes:
                 self.inodes[ino] = InodeState.create(ino, int(ev["count"]), flags, ts)
         elif kind == Kind.BIND and ev["result"] == 0:
             self.bindings.append(

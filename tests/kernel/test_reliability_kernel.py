@@ -149,3 +149,41 @@ def test_two_vmms_at_once_each_exact(tmp_path: Path) -> None:
         expected.update({i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]})
     assert len(expected) == 6
     assert _counts(report) == expected
+
+
+MANY_ONE_PAGE_INODES = """
+import json, sys
+from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
+from gmemtrace.workload import Workload
+wl = Workload("many")
+for _ in range(300):
+    gmem = wl.guest_memfd(1, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)
+    wl.host_touch(wl.map(gmem), 0, 1)
+wl.close()
+open(sys.argv[1], "w").write(json.dumps(wl.ground_truth()))
+"""
+
+
+def test_hundreds_of_one_page_guest_memfds_each_exact(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    report = _record(
+        "-o",
+        str(tmp_path / "t.trace"),
+        "--",
+        sys.executable,
+        "-c",
+        MANY_ONE_PAGE_INODES,
+        str(truth),
+    )
+    expected = {i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]}
+    assert len(expected) == 300
+    assert _counts(report) == expected
+
+
+def test_a_pid_that_exits_while_attaching(tmp_path: Path) -> None:
+    short = subprocess.Popen(["sleep", "0.2"])
+    try:
+        report = _record("--pid", str(short.pid), "-o", str(tmp_path / "t.trace"))
+    finally:
+        short.wait()
+    assert report["inodes"] == []

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -108,3 +109,31 @@ def test_read_trace_dataframes(truth: dict[str, Any]) -> None:
             inode["counts"]["host_faults"],
             inode["counts"]["host_faults_refused"],
         )
+
+
+def test_an_inode_number_reused_after_release_is_two_inodes() -> None:
+    from gmemtrace.events import EVENT_DTYPE, Kind
+    from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
+    from gmemtrace.model.state import Model
+    from gmemtrace.report import build_report
+
+    shared = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    rows = [
+        (Kind.CREATE, 0, 8, shared),
+        (Kind.HOST_FAULT, 1, 1, 0),
+        (Kind.ALLOC, 1, 1, 0),
+        (Kind.FREE, 1, 1, 0),  # released
+        (Kind.CREATE, 0, 4, GUEST_MEMFD_FLAG_MMAP),
+        (Kind.HOST_FAULT, 2, 1, 0),  # taken, then refused
+        (Kind.HOST_FAULT_REFUSED, 2, 1, 0),
+    ]
+    ev = np.zeros(len(rows), dtype=EVENT_DTYPE)
+    for i, (kind, first, count, arg) in enumerate(rows):
+        ev[i] = (i + 1, 9, 9, kind, 0, 0, 77, first, count, arg, 0, b"vmm")
+    model = Model()
+    model.apply(ev)
+    first, second = build_report(model, "k", {}, 0)["inodes"]
+    assert (first["ino"], first["generation"], first["size_pages"]) == (77, 0, 8)
+    assert (first["host_faults"], first["pages_freed"], first["init"]) == (1, 1, "shared")
+    assert (second["ino"], second["generation"], second["init"]) == (77, 1, "private")
+    assert second["host_faults_refused"] == 1 and second["host_faults"] == 0
