@@ -254,7 +254,7 @@ def run(options: Options) -> int:
         targets = ([child.pid] if child else []) + options.pids
         comm_pids = processes_named(options.comm) if options.comm else []
         trace_all = not targets and not options.comm
-        source = attach(setup, (targets + comm_pids) or None if not trace_all else None)
+        source = attach(setup, None if trace_all else targets + comm_pids)
         header = setup.header(targets + comm_pids, options.command)
         writer = TraceWriter(options.output, header) if options.output else None
         described = describe_targets(options, child.pid if child else None)

@@ -105,7 +105,7 @@ RINGBUF_PAGES = 16384
 
 
 def attach(setup: Setup, pids: list[int] | None, stream_hot: bool = True) -> TracepointSource:
-    """Load and attach the probes for `pids` (None: every process)."""
+    """Load and attach the probes for `pids` (None: every process; []: nobody yet)."""
     return TracepointSource(
         setup.headers, setup.btf, pids, stream_hot=stream_hot, ringbuf_pages=RINGBUF_PAGES
     )

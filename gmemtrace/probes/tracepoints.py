@@ -46,7 +46,8 @@ def _be(value: int, size: int) -> int:
 
 
 class TracepointSource:
-    """Attached tracepoint programs for a set of target pids (or every process)."""
+    """Attached tracepoint programs for target pids: None traces every process, an empty
+    list nobody until add_targets() (a --comm that matches nothing yet)."""
 
     def __init__(
         self,
@@ -60,7 +61,7 @@ class TracepointSource:
         try:
             table = self.bpf[b"config"]
             conf = table[ctypes.c_int(0)]
-            conf.trace_all = 0 if pids else 1
+            conf.trace_all = 1 if pids is None else 0  # []: nobody yet (add_targets)
             conf.stream_hot = 1 if stream_hot else 0
             conf.next_asid = FIRST_EXEC_ASID
             table[ctypes.c_int(0)] = conf

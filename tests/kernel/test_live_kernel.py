@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+import gmemtrace
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.sinks.interval import SCHEMA
 
@@ -149,3 +151,46 @@ def test_comm_matching_nothing_yet_waits(tmp_path: Path) -> None:
     result = run("--comm", "no-such-vmm", "-d", "1", "--no-live", "-i", "0.4")
     assert result.returncode == 0, result.stderr
     assert "waiting for guest_memfd activity" in result.stdout
+
+
+def test_comm_follows_a_vmm_that_starts_later_and_nothing_else(tmp_path: Path) -> None:
+    named = tmp_path / "gmem-late-vmm"  # a process's comm is the name it was run by
+    named.symlink_to(sys.executable)
+    truth, other_truth = tmp_path / "truth.json", tmp_path / "other.json"
+    viewer = subprocess.Popen(
+        [*GMEMTRACE, "--comm", "gmem-late-vmm", "--json", "-i", "0.3", "-d", "12"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)  # attached, watching, nothing named so yet
+        other = subprocess.run(
+            [*GMEMTRACE, "workload", "mixed", "--quiet", "-o", str(other_truth)], check=True
+        )
+        # Run by another name, Python does not find the virtualenv: give it the paths.
+        paths = [str(Path(gmemtrace.__file__).parents[1]), sysconfig.get_path("purelib")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+        command = [
+            str(named),
+            "-m",
+            "gmemtrace",
+            "workload",
+            "mixed",
+            "--pause-after-map",
+            "1",
+            "--quiet",
+            "-o",
+            str(truth),
+        ]
+        vmm = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+        assert vmm.returncode == 0, vmm.stderr
+        out, _ = viewer.communicate(timeout=60)
+    finally:
+        viewer.kill()
+    assert other.returncode == vmm.returncode == 0
+    final = json.loads(out.strip().splitlines()[-1])
+    seen = {i["ino"]: i["totals"] for i in final["inodes"]}
+    expected = {i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]}
+    ignored = {i["ino"] for i in json.loads(other_truth.read_text())["inodes"]}
+    assert not ignored & set(seen), "a process of another name was not traced"
+    assert {ino: {k: seen[ino][k] for k in expected[ino]} for ino in expected} == expected
