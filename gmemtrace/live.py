@@ -296,6 +296,8 @@ def run(options: Options) -> int:
         sys.stdout.buffer.write(child.read_output())
     if options.mode != "json":
         summary(console, collector, info, header.start_ns, options.truth)
+    if collector.write_error is not None:
+        raise collector.write_error  # the view went on; the recording did not
     return EXIT_OK
 
 

@@ -187,3 +187,22 @@ def test_a_pid_that_exits_while_attaching(tmp_path: Path) -> None:
     finally:
         short.wait()
     assert report["inodes"] == []
+
+
+def test_the_live_view_reports_a_recording_it_could_not_finish(tiny_disk: Path) -> None:
+    trace = tiny_disk / "t.trace"
+    result = subprocess.run(
+        [*GMEMTRACE, "--no-live", "-o", str(trace), "--", *STORM],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "gmemtrace report" in result.stdout, "the view and its summary went on"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"gmemtrace: error: writing {trace} failed (No space left on device)")
+    )
+    assert read_trace_file(trace).events.size > 0
