@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from gmemtrace.events import COUNTERS
 from gmemtrace.kernel.procfs import gmem_mappings
-from gmemtrace.tracefile import read_trace_file
+from gmemtrace.tracefile import TraceFileError, read_trace_file
 from tests.conftest import bpf_program_ids, programs_left
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
@@ -206,3 +207,47 @@ def test_the_live_view_reports_a_recording_it_could_not_finish(tiny_disk: Path) 
         .startswith(f"gmemtrace: error: writing {trace} failed (No space left on device)")
     )
     assert read_trace_file(trace).events.size > 0
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
+def test_a_signal_ends_a_recording_cleanly(tmp_path: Path, signum: int) -> None:
+    before = bpf_program_ids()
+    trace = tmp_path / "t.trace"
+    long_storm = [
+        *GMEMTRACE,
+        "workload",
+        "fault-storm",
+        "--pages",
+        "1024",
+        "--rounds",
+        "400",
+        "--rate",
+        "20000",
+        "--quiet",
+    ]
+    recorder = subprocess.Popen(
+        [*GMEMTRACE, "record", "-o", str(trace), "--", *long_storm],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not _has_events(trace):
+        assert time.monotonic() < deadline, "the recording never started"
+        time.sleep(0.2)
+    recorder.send_signal(signum)
+    out, err = recorder.communicate(timeout=60)
+    assert recorder.returncode == 0, err
+    assert "Traceback" not in err and "gmemtrace report" in out
+    data = read_trace_file(trace)
+    assert data.complete, data.problem
+    assert not programs_left(before)
+
+
+def _has_events(trace: Path) -> bool:
+    try:
+        return read_trace_file(trace).events.size > 0
+    except (OSError, TraceFileError):  # not created yet, or its header not yet written
+        return False
