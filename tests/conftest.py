@@ -72,3 +72,13 @@ def programs_left(before: set[int], timeout_s: float = 5.0) -> set[int]:
     while (left := bpf_program_ids() - before) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def bpf_map_ids() -> set[int]:
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        ["bpftool", "map", "show", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(m["id"]) for m in json.loads(out)}

@@ -16,7 +16,7 @@ import pytest
 from gmemtrace.events import COUNTERS
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.tracefile import TraceFileError, read_trace_file
-from tests.conftest import bpf_program_ids, programs_left
+from tests.conftest import bpf_map_ids, bpf_program_ids, programs_left
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -157,7 +157,7 @@ import json, sys
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
 from gmemtrace.workload import Workload
 wl = Workload("many")
-for _ in range(300):
+for _ in range(2000):
     gmem = wl.guest_memfd(1, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)
     wl.host_touch(wl.map(gmem), 0, 1)
 wl.close()
@@ -165,7 +165,7 @@ open(sys.argv[1], "w").write(json.dumps(wl.ground_truth()))
 """
 
 
-def test_hundreds_of_one_page_guest_memfds_each_exact(tmp_path: Path) -> None:
+def test_thousands_of_one_page_guest_memfds_each_exact(tmp_path: Path) -> None:
     truth = tmp_path / "truth.json"
     report = _record(
         "-o",
@@ -177,7 +177,7 @@ def test_hundreds_of_one_page_guest_memfds_each_exact(tmp_path: Path) -> None:
         str(truth),
     )
     expected = {i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]}
-    assert len(expected) == 300
+    assert len(expected) == 2000
     assert _counts(report) == expected
 
 
@@ -213,7 +213,7 @@ def test_the_live_view_reports_a_recording_it_could_not_finish(tiny_disk: Path) 
     "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
 )
 def test_a_signal_ends_a_recording_cleanly(tmp_path: Path, signum: int) -> None:
-    before = bpf_program_ids()
+    before, maps_before = bpf_program_ids(), bpf_map_ids()
     trace = tmp_path / "t.trace"
     long_storm = [
         *GMEMTRACE,
@@ -244,6 +244,7 @@ def test_a_signal_ends_a_recording_cleanly(tmp_path: Path, signum: int) -> None:
     data = read_trace_file(trace)
     assert data.complete, data.problem
     assert not programs_left(before)
+    assert bpf_map_ids() <= maps_before, "and every map"
 
 
 def _has_events(trace: Path) -> bool:
@@ -251,3 +252,40 @@ def _has_events(trace: Path) -> bool:
         return read_trace_file(trace).events.size > 0
     except (OSError, TraceFileError):  # not created yet, or its header not yet written
         return False
+
+
+HUGE_AND_ODD = """
+import json, sys
+from gmemtrace.kernel import kvm
+from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
+from gmemtrace.workload import Workload
+pages = (1 << 40) >> 12  # a 1 TiB guest_memfd, sparse: only its last pages are used
+wl = Workload("huge")
+gmem = wl.guest_memfd(pages, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)
+wl.host_touch(wl.map(gmem, pages - 16, 16), pages - 16, 4)
+odd = []
+for offset, size in ((0, 1000), ((pages - 1) * 4096, 8192)):  # part of a page; past the end
+    private = kvm.KVM_MEMORY_ATTRIBUTE_PRIVATE
+    args = kvm.MemoryAttributes2(offset=offset, size=size, attributes=private)
+    odd.append(kvm.try_ioctl(gmem.fd, kvm.KVM_SET_MEMORY_ATTRIBUTES2, args))
+wl.close()
+truth = wl.ground_truth()
+truth["odd_conversion_errnos"] = odd
+open(sys.argv[1], "w").write(json.dumps(truth))
+"""
+
+
+def test_a_sparse_tebibyte_guest_memfd_and_odd_conversions(tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.json"
+    report = _record(
+        "-o", str(tmp_path / "t.trace"), "--", sys.executable, "-c", HUGE_AND_ODD, str(truth_path)
+    )
+    truth = json.loads(truth_path.read_text())
+    ((ino, counts),) = _counts(report).items()
+    (inode,) = report["inodes"]
+    assert inode["size_pages"] == 1 << 28 and inode["shared_pages"] == 1 << 28
+    assert counts == truth["inodes"][0]["counts"] | {"conversion_attempts": 2}
+    odd = [c for c in report["conversions"] if c["ino"] == ino]
+    assert [(c["first"], c["count"]) for c in odd] == [(0, 1), ((1 << 28) - 1, 2)]
+    assert [-c["result"] for c in odd] == truth["odd_conversion_errnos"]
+    assert all(errno != 0 for errno in truth["odd_conversion_errnos"])
