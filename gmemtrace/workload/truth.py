@@ -13,6 +13,7 @@ from typing import Any
 
 from gmemtrace.events import COUNTERS
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, decode_gmem_flags
+from gmemtrace.model.intervals import IntervalMap
 
 SHARED = "shared"
 PRIVATE = "private"
@@ -36,7 +37,7 @@ class InodeTruth:
     ino: int
     flags: int
     size_pages: int
-    state: list[str] = field(default_factory=list)  # shareability per page
+    state: IntervalMap[str] = field(default_factory=lambda: IntervalMap(0, PRIVATE))
     resident: set[int] = field(default_factory=set)  # pages in the page cache
     host_mapped: dict[int, set[int]] = field(default_factory=dict)  # mapping id -> pages
     guest_mapped: set[int] = field(default_factory=set)
@@ -47,7 +48,7 @@ class InodeTruth:
 
     def __post_init__(self) -> None:
         init = SHARED if self.flags & GUEST_MEMFD_FLAG_INIT_SHARED else PRIVATE
-        self.state = [init] * self.size_pages
+        self.state = IntervalMap(self.size_pages, init)  # shareability, as page ranges
 
     @property
     def init(self) -> str:
@@ -129,7 +130,7 @@ class InodeTruth:
         self.counts["conversion_attempts"] += 1
         if err == 0:
             target = PRIVATE if to_private else SHARED
-            self.state[first : first + count] = [target] * count
+            self.state.assign(first, first + count, target)
             self.counts["conversions_to_private" if to_private else "conversions_to_shared"] += 1
             if to_private:  # the host loses its mappings of pages turned private
                 for mapped in self.host_mapped.values():
@@ -152,13 +153,10 @@ class InodeTruth:
         self.resident.clear()
 
     def shareability(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for page, state in enumerate(self.state):
-            if out and out[-1]["state"] == state:
-                out[-1]["count"] += 1
-            else:
-                out.append({"first": page, "count": 1, "state": state})
-        return out
+        return [
+            {"first": first, "count": end - first, "state": state}
+            for first, end, state in self.state.runs()
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
