@@ -74,7 +74,7 @@ class TraceHeader:
                 [int(p) for p in doc["targets"]],
                 list(doc.get("command", [])),
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise TraceFileError(f"trace metadata is damaged ({err})") from None
 
 
