@@ -131,6 +131,11 @@ def build_parser() -> Parser:
     probes = commands.add_parser("probes", help="show which probe serves each event here, and why")
     probes.add_argument("--tier", choices=TIERS, help="plan with only this tier")
     probes.add_argument("--json", action="store_true")
+    probes.add_argument(
+        "--ebpf",
+        action="store_true",
+        help="print the BPF C as compiled here (defines from BTF), then exit",
+    )
 
     demo = commands.add_parser(
         "demo", help="the live view of the built-in workload (a recorded one without KVM/BPF)"
@@ -370,6 +375,16 @@ def cmd_probes(args: argparse.Namespace) -> int:
     from gmemtrace.sinks.plan_table import plan_table
     from gmemtrace.tracer import prepare
 
+    if args.ebpf:
+        from gmemtrace.kernel.btf import Btf
+        from gmemtrace.probes.bcc_backend import program_text
+        from gmemtrace.probes.tracepoints import SOURCES, program_defines
+        from gmemtrace.tracer import RINGBUF_PAGES
+
+        defines = program_defines(Btf.load(), RINGBUF_PAGES)
+        print("\n".join(f"#define {name} {value}" for name, value in defines.items()))
+        print(program_text(*SOURCES))
+        return EXIT_OK
     setup = prepare(args.tier)
     if args.json:
         print(json.dumps(plan_dicts(setup.plan), indent=2))

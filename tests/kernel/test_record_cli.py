@@ -91,3 +91,13 @@ def test_command_output_passes_through_and_its_children_are_followed(tmp_path: P
     (inode,) = report["inodes"]
     assert inode["ino"] == json.loads(truth.read_text())["inodes"][0]["ino"]
     assert inode["host_faults_refused"] == 2  # grandchildren of the command, followed
+
+
+def test_probes_prints_the_bpf_c_with_offsets_from_btf() -> None:
+    from gmemtrace.kernel.btf import Btf
+
+    result = run("probes", "--ebpf")
+    assert result.returncode == 0, result.stderr
+    offset = Btf.load().member("inode", "i_ino").offset_bytes
+    assert f"#define OFF_INODE_I_INO {offset}\n" in result.stdout
+    assert "RAW_TRACEPOINT_PROBE(page_fault_user)" in result.stdout
