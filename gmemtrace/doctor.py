@@ -237,19 +237,12 @@ def check_headers(host: Host, d: Diagnosis) -> kheaders.Headers:
 def check_program_types(host: Host, d: Diagnosis, found: kheaders.Headers, btf: Btf | None) -> None:
     from gmemtrace.probes import bcc_backend
 
-    target = "kvm_gmem_fallocate"
-    if btf is not None and not btf.has_function(target):
-        target = "vfs_read"
+    tracefs = Path(d.facts.get("tracefs", host.tracefs_mountpoint))
+    checks = bcc_backend.check_program_types(bcc_backend.PROGRAM_TYPES, found, btf, tracefs)
     results = {}
-    for kind in bcc_backend.PROGRAM_TYPES:
-        check = bcc_backend.check_program_type(kind, found, target)
-        detail = check.detail
-        if kind == "kprobe" and not check.works:
-            events = Path(d.facts.get("tracefs", host.tracefs_mountpoint)) / "kprobe_events"
-            if not events.exists():
-                detail = "kernel has no kprobes (no kprobe_events in tracefs: CONFIG_KPROBES off)"
+    for kind, check in checks.items():
         results[kind] = check.works
-        d.add(Check(f"BPF {kind}", OK if check.works else WARN, detail))
+        d.add(Check(f"BPF {kind}", OK if check.works else WARN, check.detail))
     d.facts["program_types"] = results
     if not results["tracepoint"]:
         d.blockers.append("BPF tracepoint programs do not load")

@@ -39,22 +39,6 @@ class Kind(enum.IntEnum):
         return self.name.lower()
 
 
-# The logical events of the trace (the rest are bookkeeping for attribution).
-LOGICAL = (
-    Kind.CREATE,
-    Kind.BIND,
-    Kind.HOST_FAULT,
-    Kind.HOST_FAULT_REFUSED,
-    Kind.GUEST_FAULT,
-    Kind.ALLOC,
-    Kind.FREE,
-    Kind.PUNCH,
-    Kind.CONVERT,
-    Kind.MEMORY_FAULT_EXIT,
-    Kind.SHAREABILITY_SETUP,
-    Kind.RELEASE,
-)
-
 # Per-inode totals, in the words of reports and ground truths alike.
 COUNTERS = (
     "host_faults",

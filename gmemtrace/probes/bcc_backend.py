@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from gmemtrace.errors import GmemtraceError
+from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.headers import Headers
 from gmemtrace.paths import bpf_dir, bpf_source
 
@@ -164,3 +165,23 @@ def check_program_type(kind: str, headers: Headers, target_function: str) -> Pro
         return ProgramCheck(kind, False, failure_reason(failure, stderr))
     where = f" on {target_function}" if kind in ("fentry", "kprobe") else ""
     return ProgramCheck(kind, True, f"loaded and attached{where}")
+
+
+NO_KPROBES = "kernel has no kprobes (no kprobe_events in tracefs: CONFIG_KPROBES off)"
+
+
+def check_program_types(
+    kinds: tuple[str, ...], headers: Headers, btf: Btf | None, tracefs: Path
+) -> dict[str, ProgramCheck]:
+    """check_program_type() for each kind, attaching function programs to a guest_memfd
+    function where BTF has one; a kprobe failure on a kernel without kprobes says so."""
+    target = "kvm_gmem_fallocate"
+    if btf is not None and not btf.has_function(target):
+        target = "vfs_read"
+    out = {}
+    for kind in kinds:
+        check = check_program_type(kind, headers, target)
+        if kind == "kprobe" and not check.works and not (tracefs / "kprobe_events").exists():
+            check = ProgramCheck(kind, False, NO_KPROBES)
+        out[kind] = check
+    return out

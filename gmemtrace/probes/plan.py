@@ -104,15 +104,10 @@ def program_types(headers: Headers, btf: Btf) -> dict[str, str]:
         return dict(json.loads(cache.read_text()))
     except (OSError, ValueError):
         pass
-    from gmemtrace.probes.bcc_backend import check_program_type
+    from gmemtrace.probes.bcc_backend import check_program_types
 
-    target = "kvm_gmem_fallocate" if btf.has_function("kvm_gmem_fallocate") else "vfs_read"
-    found = {}
-    for tier in (FENTRY, KPROBE, TRACEPOINT):
-        check = check_program_type(tier, headers, target)
-        found[tier] = "" if check.works else check.detail
-    if found[KPROBE] and not Path("/sys/kernel/tracing/kprobe_events").exists():
-        found[KPROBE] = "no kprobes in this kernel (CONFIG_KPROBES off)"
+    checks = check_program_types(TIERS, headers, btf, Path("/sys/kernel/tracing"))
+    found = {tier: "" if c.works else c.detail for tier, c in checks.items()}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(found))

@@ -88,10 +88,6 @@ class RingReader:
         struct.pack_into("<Q", self._consumer, 0, consumer + consumed * self.stride)
         return events
 
-    def pending_bytes(self) -> int:
-        consumer, producer = self._positions()
-        return producer - consumer
-
     def close(self) -> None:
         self._consumer.close()
         self._producer.close()
