@@ -6,11 +6,12 @@
 enum gmem_event_kind {
     EV_CREATE = 1,             /* ino, count = size in pages, arg = flags */
     EV_BIND = 2,               /* ino, first, count; arg = gpa, arg2 = slot */
-    EV_HOST_FAULT = 3,         /* ino, first; arg = address, flags = error code */
+    EV_HOST_FAULT = 3,         /* ino, first, count (> 1: a run of consecutive pages);
+                                  arg = address (a run's: its first page's), flags = error code */
     EV_HOST_FAULT_REFUSED = 4, /* ino, first; arg = address (SIGBUS) */
     EV_GUEST_FAULT = 5,        /* ino, first, count (tracepoint tier: allocating ones) */
-    EV_ALLOC = 6,              /* ino, first, count */
-    EV_FREE = 7,               /* ino, first, count */
+    EV_ALLOC = 6,              /* ino, first, count (a folio, or a run of pages) */
+    EV_FREE = 7,               /* ino, first, count (a folio, or a run of pages) */
     EV_PUNCH = 8,              /* ino, first, count, result */
     EV_FALLOCATE = 9,          /* ino, first, count, result */
     EV_CONVERT = 10,           /* ino (0: by gpa), first, count, arg = gpa, arg2 = latency ns,

@@ -25,6 +25,23 @@ struct range_call {
     u64 mode;
 };
 
+/* Per-inode counters, kept besides the stream. */
+struct counters {
+    u64 host_faults;
+    u64 host_faults_refused;
+    u64 guest_faults;
+    u64 pages_allocated;
+    u64 pages_freed;
+};
+
+BPF_HASH(inode_counters, u64, struct counters, 65536);
+
+static __always_inline struct counters *counters_of(u64 ino)
+{
+    struct counters zero = {};
+    return inode_counters.lookup_or_try_init(&ino, &zero);
+}
+
 BPF_HASH(fault_calls, u32, struct fault_call, 16384);
 BPF_HASH(range_calls, u32, struct range_call, 16384);
 

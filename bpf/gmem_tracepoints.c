@@ -24,9 +24,9 @@
 #define FALLOC_FL_PUNCH_HOLE_ 0x02
 #define KVM_MEM_GUEST_MEMFD_ (1 << 2)
 #define KVM_MEMORY_ATTRIBUTE_PRIVATE_ (1ULL << 3)
-#define PENDING_FAULT_NS 50000000ULL
 #define ADDR_BITS 48 /* user address space of x86-64 4-level paging */
 #define KVM_EXIT_MEMORY_FAULT_ 39
+#define FLUSH_FD 0xffffffffU /* ioctl(-1, CMD_FLUSH_RUNS): EBADF, and a flush */
 
 /* Which syscall a stashed call belongs to. */
 #define CALL_IOCTL 1
@@ -48,12 +48,34 @@ struct vma_val {
 };
 
 struct pending_fault {
-    u64 ts;
     u64 ino;
     u64 index;
     u64 addr;
-    u32 tid;
+    u32 tid; /* 0: none (taken by its SIGBUS, or the thread faulted elsewhere since) */
     u32 pad;
+};
+
+/* Coalesced mode: consecutive hot events of one thread on consecutive pages
+ * (and, for host faults, consecutive addresses) make one record, whose count
+ * is the pages. A run waits in a per-CPU slot until the next event does not
+ * continue it, a page it holds is about to change the other way (alloc vs
+ * free), or the collector flushes the CPU (FLUSH_CMD below). */
+#define RUN_FAULT 0
+#define RUN_ALLOC 1
+#define RUN_FREE 2
+#define N_RUNS 3
+
+struct run {
+    u64 ts;    /* the first event's time */
+    u64 ino;
+    u64 first;
+    u64 count; /* pages; 0: no run open */
+    u64 addr;  /* host faults: the first page's address */
+    u32 pid;
+    u32 tid;
+    u32 asid;
+    u16 kind;  /* EV_HOST_FAULT, EV_ALLOC or EV_FREE */
+    u16 flags; /* host faults: the error code; allocations: 1 inside KVM_RUN */
 };
 
 struct call {
@@ -68,14 +90,9 @@ BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
 /* The last guest_memfd fault on this CPU: a SIGBUS for it follows on the same
  * CPU, in the same fault path (a per-CPU slot: no hash update per fault). */
 BPF_PERCPU_ARRAY(pending, struct pending_fault, 1);
+BPF_PERCPU_ARRAY(runs, struct run, N_RUNS);
 BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
 
-/* Aggregated mode (nothing hot streamed): host faults per guest_memfd page. */
-struct page_key {
-    u64 ino;
-    u64 index;
-};
-BPF_HASH(page_faults, struct page_key, u64, 262144);
 BPF_HASH(in_run, u32, u8, 16384);            /* tid inside KVM_RUN */
 
 static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_val *val)
@@ -148,6 +165,73 @@ static __always_inline u64 unmap_range(u32 asid, u64 addr, u64 end)
     return vma.ino;
 }
 
+/* --- runs (coalesced mode) ------------------------------------------------ */
+
+static __always_inline void flush_run(struct run *r)
+{
+    if (!r->count)
+        return;
+    struct gmem_event e = {
+        .ts_ns = r->ts,
+        .pid = r->pid,
+        .tid = r->tid,
+        .kind = r->kind,
+        .ino = r->ino,
+        .first = r->first,
+        .count = r->count,
+    };
+    if (r->kind == EV_HOST_FAULT) {
+        e.flags = r->flags;
+        e.arg = r->addr;
+        e.arg2 = r->asid;
+    }
+    submit(&e);
+    if (r->kind == EV_ALLOC && r->flags) {
+        e.kind = EV_GUEST_FAULT;
+        submit(&e);
+    }
+    r->count = 0;
+}
+
+static __always_inline struct run *run_slot(u32 slot)
+{
+    return runs.lookup(&slot);
+}
+
+static __always_inline void flush_runs(void)
+{
+    for (u32 slot = 0; slot < N_RUNS; slot++) {
+        struct run *r = run_slot(slot);
+        if (r)
+            flush_run(r);
+    }
+}
+
+/* Pages [first, first + count) of ino, by the current thread: the run grows,
+ * or it is flushed and a new one starts here (the only clock read). */
+static __always_inline void add_to_run(struct run *r, u16 kind, u16 flags, u64 ino, u64 first,
+                                       u64 count, u64 addr, u32 asid)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (r->count && r->tid == (u32)id && r->ino == ino && r->flags == flags &&
+        r->first + r->count == first &&
+        (kind != EV_HOST_FAULT || r->addr + (r->count << PAGE_SHIFT_) == addr)) {
+        r->count += count;
+        return;
+    }
+    flush_run(r);
+    r->ts = bpf_ktime_get_ns();
+    r->pid = id >> 32;
+    r->tid = (u32)id;
+    r->kind = kind;
+    r->flags = flags;
+    r->ino = ino;
+    r->first = first;
+    r->count = count;
+    r->addr = addr;
+    r->asid = asid;
+}
+
 /* --- host faults ---------------------------------------------------------- */
 
 /* Raw tracepoints for the hot paths: no trace record is built for them. */
@@ -158,51 +242,48 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
     u32 asid = traced_asid(id >> 32);
     if (!asid)
         return 0;
-    u64 addr = ctx->args[0];
-    struct vma_val *vma = lookup_vma(asid, addr);
-    if (!vma)
-        return 0;
     u32 zero = 0;
     struct pending_fault *p = pending.lookup(&zero);
     if (!p)
         return 0;
-    p->ts = bpf_ktime_get_ns();
+    u64 addr = ctx->args[0];
+    struct vma_val *vma = lookup_vma(asid, addr);
+    if (!vma) {
+        if (p->tid == (u32)id)
+            p->tid = 0; /* a SIGBUS now is not about its earlier guest_memfd fault */
+        return 0;
+    }
     p->ino = vma->ino;
     p->index = vma->pgoff + ((addr - vma->start) >> PAGE_SHIFT_);
     p->addr = addr;
     p->tid = (u32)id;
+    u16 code = ctx->args[2] & 0xffff;
     if (streaming()) {
-        emit_hot(EV_HOST_FAULT, ctx->args[2] & 0xffff, 0, p->ino, p->index, 1, addr, asid);
-    } else {
-        struct counters *c = counters_of(p->ino);
-        if (c)
-            __sync_fetch_and_add(&c->host_faults, 1);
-        struct page_key page = {.ino = p->ino, .index = p->index};
-        page_faults.atomic_increment(page);
+        emit_hot(bpf_ktime_get_ns(), EV_HOST_FAULT, code, 0, p->ino, p->index, 1, addr, asid);
+        return 0;
     }
+    struct run *r = run_slot(RUN_FAULT);
+    if (r)
+        add_to_run(r, EV_HOST_FAULT, code, p->ino, p->index, 1, addr & ~4095ULL, asid);
     return 0;
 }
 
+/* A SIGBUS (BUS_ADRERR) for the thread whose guest_memfd fault this CPU took
+ * last is that fault refused: it comes in the same fault path. */
 TRACEPOINT_PROBE(signal, signal_generate)
 {
     if (args->sig != SIGBUS_ || args->code != BUS_ADRERR_)
         return 0;
     u32 zero = 0;
     struct pending_fault *p = pending.lookup(&zero);
-    if (!p || p->tid != (u32)args->pid || !p->ts)
+    if (!p || !p->tid || p->tid != (u32)args->pid)
         return 0;
     struct pending_fault fault = *p;
-    p->ts = 0;
-    if (bpf_ktime_get_ns() - fault.ts > PENDING_FAULT_NS)
-        return 0;
+    p->tid = 0;
     if (!streaming()) {
-        struct counters *c = counters_of(fault.ino);
-        if (c) {
-            __sync_fetch_and_add(&c->host_faults_refused, 1);
-            __sync_fetch_and_add(&c->host_faults, -1);
-        }
-        struct page_key page = {.ino = fault.ino, .index = fault.index};
-        page_faults.atomic_increment(page, -1);  /* taken, then refused: not a host fault */
+        struct run *r = run_slot(RUN_FAULT);
+        if (r)
+            flush_run(r); /* the fault before its refusal */
     }
     emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
     return 0;
@@ -249,6 +330,27 @@ static __always_inline int gmem_folio(void *folio, struct page_id *id)
     return 1;
 }
 
+static __always_inline int run_holds(struct run *r, struct page_id *page)
+{
+    return r->count && r->ino == page->ino && page->index < r->first + r->count &&
+           r->first < page->index + page->count;
+}
+
+/* A page event into its run. A page is never in both open runs (allocated and
+ * freed), so the order the two are flushed in cannot matter. */
+static __always_inline void page_event(u32 slot, u32 other, u16 kind, u16 guest,
+                                       struct page_id *page)
+{
+    struct run *r = run_slot(slot), *o = run_slot(other);
+    if (!r || !o)
+        return;
+    if (run_holds(o, page)) {
+        flush_run(r);
+        flush_run(o);
+    }
+    add_to_run(r, kind, guest, page->ino, page->index, page->count, 0, 0);
+}
+
 RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
 {
     /* TP_PROTO(struct folio *folio) */
@@ -256,19 +358,15 @@ RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
     if (!gmem_folio((void *)ctx->args[0], &page))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    int guest = in_run.lookup(&tid) != NULL;
+    u16 guest = in_run.lookup(&tid) != NULL;
     if (streaming()) {
+        u64 ts = bpf_ktime_get_ns();
         if (guest)
-            emit_hot(EV_GUEST_FAULT, 0, 0, page.ino, page.index, page.count, 0, 0);
-        emit_hot(EV_ALLOC, 0, 0, page.ino, page.index, page.count, 0, 0);
+            emit_hot(ts, EV_GUEST_FAULT, 0, 0, page.ino, page.index, page.count, 0, 0);
+        emit_hot(ts, EV_ALLOC, 0, 0, page.ino, page.index, page.count, 0, 0);
         return 0;
     }
-    struct counters *c = counters_of(page.ino);
-    if (c) {
-        __sync_fetch_and_add(&c->pages_allocated, page.count);
-        if (guest)
-            __sync_fetch_and_add(&c->guest_faults, page.count);
-    }
+    page_event(RUN_ALLOC, RUN_FREE, EV_ALLOC, guest, &page);
     return 0;
 }
 
@@ -278,12 +376,10 @@ RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
     if (!gmem_folio((void *)ctx->args[0], &page))
         return 0;
     if (streaming()) {
-        emit_hot(EV_FREE, 0, 0, page.ino, page.index, page.count, 0, 0);
+        emit_hot(bpf_ktime_get_ns(), EV_FREE, 0, 0, page.ino, page.index, page.count, 0, 0);
         return 0;
     }
-    struct counters *c = counters_of(page.ino);
-    if (c)
-        __sync_fetch_and_add(&c->pages_freed, page.count);
+    page_event(RUN_FREE, RUN_ALLOC, EV_FREE, 0, &page);
     return 0;
 }
 
@@ -298,6 +394,14 @@ static __always_inline int gmem_fd_cmd(u32 cmd)
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
     u64 id = bpf_get_current_pid_tgid();
+    if (args->cmd == CMD_FLUSH_RUNS && (u32)args->fd == FLUSH_FD) {
+        /* The collector, pinned to this CPU, asks for its open runs
+         * (gmemtrace/probes/tracepoints.py: flush_runs). */
+        struct config *c = cfg();
+        if (c && c->flusher == id >> 32)
+            flush_runs();
+        return 0;
+    }
     if (!traced_asid(id >> 32))
         return 0;
     u32 tid = (u32)id;

@@ -254,7 +254,10 @@ def run(options: Options) -> int:
         targets = ([child.pid] if child else []) + options.pids
         comm_pids = processes_named(options.comm) if options.comm else []
         trace_all = not targets and not options.comm
-        source = attach(setup, None if trace_all else targets + comm_pids)
+        # Runs coalesced in the kernel, unless the view also records every event (-o).
+        source = attach(
+            setup, None if trace_all else targets + comm_pids, stream_hot=options.output is not None
+        )
         header = setup.header(targets + comm_pids, options.command)
         writer = TraceWriter(options.output, header) if options.output else None
         described = describe_targets(options, child.pid if child else None)

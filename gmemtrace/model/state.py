@@ -40,7 +40,7 @@ FROM_NOTHING = "unknown"
 # page count (not 1) is what counts. A refused fault is also a host fault
 # event (taken, then refused): host_faults counts the successful ones.
 _BULK: dict[int, tuple[str, bool]] = {
-    Kind.HOST_FAULT: ("host_faults", False),
+    Kind.HOST_FAULT: ("host_faults", True),  # a run of faults on consecutive pages
     Kind.HOST_FAULT_REFUSED: ("host_faults_refused", False),
     Kind.GUEST_FAULT: ("guest_faults", True),
     Kind.ALLOC: ("pages_allocated", True),

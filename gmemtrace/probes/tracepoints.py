@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,9 @@ from gmemtrace.probes.ringbuf import RingReader
 from gmemtrace.probes.vmas import blocks
 
 SOURCES = ("gmem_common.h", "gmem_tracepoints.c")
+N_RUNS = 3  # bpf/gmem_tracepoints.c: RUN_FAULT, RUN_ALLOC, RUN_FREE
+FLUSH_RUNS_CMD = 0x677F  # _IO('g', 0x7f) on fd -1: the kernel says EBADF, the program flushes
+POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
 DISCOVERED = 0x1  # CREATE/MMAP flag: found in /proc at attach, not seen happening
 
@@ -37,6 +42,7 @@ def program_defines(btf: Btf, ringbuf_pages: int) -> dict[str, str | int]:
     defines: dict[str, str | int] = {f"{k}": f"{v:#x}U" for k, v in IOCTLS.items()}
     defines.update(offset_defines(btf))
     defines["RINGBUF_PAGES"] = ringbuf_pages
+    defines["CMD_FLUSH_RUNS"] = f"{FLUSH_RUNS_CMD:#x}U"
     return defines
 
 
@@ -45,9 +51,25 @@ def _be(value: int, size: int) -> int:
     return int.from_bytes(value.to_bytes(size, "big"), "little")
 
 
+def possible_cpus(path: Path = POSSIBLE_CPUS) -> list[int]:
+    """The kernel's possible CPUs ("0-3,8"), in the order per-CPU map values come in."""
+    cpus: list[int] = []
+    for part in path.read_text().strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 class TracepointSource:
     """Attached tracepoint programs for target pids: None traces every process, an empty
-    list nobody until add_targets() (a --comm that matches nothing yet)."""
+    list nobody until add_targets() (a --comm that matches nothing yet).
+
+    stream_hot: one record per fault and page event (what a recording keeps); False,
+    the kernel coalesces consecutive ones into runs, each one record with a page count,
+    and every poll() has the CPUs holding a run flush it first (the live view)."""
 
     def __init__(
         self,
@@ -64,7 +86,10 @@ class TracepointSource:
             conf.trace_all = 1 if pids is None else 0  # []: nobody yet (add_targets)
             conf.stream_hot = 1 if stream_hot else 0
             conf.next_asid = FIRST_EXEC_ASID
+            conf.flusher = os.getpid()
             table[ctypes.c_int(0)] = conf
+            self.coalesced = not stream_hot
+            self._cpus = possible_cpus()
             self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages * 4096, EVENT_DTYPE)
             self.pids: list[int] = []
             self._discovered = np.empty(0, dtype=EVENT_DTYPE)
@@ -139,30 +164,41 @@ class TracepointSource:
 
     def poll(self) -> np.ndarray:
         """Every event since the last poll, with the mapping bookkeeping applied."""
+        if self.coalesced:
+            self.flush_runs()
         batch = self.ring.drain()
+        if self.coalesced:
+            # Runs reach the ring buffer when they end, stamped with their start.
+            batch = batch[np.argsort(batch["ts_ns"], kind="stable")]
         if self._discovered.size:
             batch = np.concatenate([self._discovered, batch])
             self._discovered = self._discovered[:0]
         return batch
 
+    def flush_runs(self) -> None:
+        """Have every CPU holding an open run put it in the ring buffer: a per-CPU slot
+        is only safe to empty on its own CPU, so this thread goes to each such CPU in
+        turn and asks there (an ioctl the program recognises). CPUs this process may
+        not run on keep their runs until the next event there ends them."""
+        table = self.bpf[b"runs"]
+        busy = set()
+        for slot in range(N_RUNS):
+            for cpu, run in zip(self._cpus, table[ctypes.c_int(slot)], strict=False):
+                if run.count:
+                    busy.add(cpu)
+        if not busy:
+            return
+        allowed = os.sched_getaffinity(0)
+        try:
+            for cpu in sorted(busy & allowed):
+                os.sched_setaffinity(0, {cpu})
+                _libc.ioctl(-1, ctypes.c_ulong(FLUSH_RUNS_CMD))
+        finally:
+            os.sched_setaffinity(0, allowed)
+
     def lost(self) -> int:
         """Events the kernel could not put in the ring buffer, since attach."""
         return int(sum(self.bpf[b"lost"][ctypes.c_int(0)]))
-
-    def inode_counters(self) -> dict[int, dict[str, int]]:
-        """The in-kernel per-inode counters."""
-        out = {}
-        for key, value in self.bpf[b"inode_counters"].items():
-            out[int(key.value)] = {name: int(getattr(value, name)) for name, _ in value._fields_}
-        return out
-
-    def page_fault_counts(self) -> dict[int, dict[int, int]]:
-        """Aggregated mode: successful host faults per inode and page, counted in the kernel."""
-        out: dict[int, dict[int, int]] = {}
-        for key, value in self.bpf[b"page_faults"].items():
-            if value.value:
-                out.setdefault(int(key.ino), {})[int(key.index)] = int(value.value)
-        return out
 
     def latency_histograms(self) -> dict[str, dict[int, int]]:
         """In-kernel log2 histograms: {event: {log2(ns) slot: count}}."""

@@ -15,9 +15,11 @@ from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_MMAP as MMAP
 from gmemtrace.kernel.kvm import PAGE_SIZE
+from gmemtrace.model.state import Model
 from gmemtrace.probes.tracepoints import TracepointSource
 from gmemtrace.probes.vmas import blocks
 from gmemtrace.workload import Workload
+from gmemtrace.workload.scenarios import Params, mixed
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 
@@ -96,33 +98,49 @@ def test_conversion_and_punch_latencies_land_in_kernel_histograms(
     assert all(0 < slot < 40 for h in histograms.values() for slot in h)
 
 
-def test_aggregated_mode_counts_in_the_kernel_per_inode_and_page() -> None:
-    src = TracepointSource(headers.resolve(), Btf.load(), pids=[os.getpid()], stream_hot=False)
-    wl = Workload("aggregated")
+def faulted_pages(model: Model, ino: int) -> list[tuple[int, int]]:
+    return [(f, e) for f, e, ns in model.inodes[ino].last_fault_ns.runs() if ns]
+
+
+def test_coalesced_runs_tell_the_model_what_one_record_per_event_does() -> None:
+    """The live view's mode (runs) and a recording's (one record per event), attached
+    side by side to the same real work, leave the model in the same state."""
+    hdr, btf = headers.resolve(), Btf.load()
+    streamed = TracepointSource(hdr, btf, pids=[os.getpid()])
+    coalesced = TracepointSource(hdr, btf, pids=[os.getpid()], stream_hot=False)
+    wl = Workload("coalesced")
     try:
-        shared = wl.guest_memfd(32, MMAP | INIT_SHARED)
-        host = wl.map(shared)
-        wl.host_touch(host, 0, 16)
-        wl.zap(host, 4, 4)
-        wl.host_touch(host, 0, 8)  # pages 4..7 fault a second time
-        wl.punch(shared, 0, 2)
-        private = wl.guest_memfd(4, MMAP)
-        wl.touch_in_child(wl.map(private), 1)
-        streamed = src.poll()
-        counters = src.inode_counters()
-        pages = src.page_fault_counts()
+        gmem = wl.guest_memfd(32, MMAP | INIT_SHARED)
+        wl.host_touch(wl.map(gmem), 0, 16)
+        first = coalesced.poll()  # the run is still open on its CPU: poll flushes it
+        mixed(wl, Params())
+        events = {
+            "streamed": streamed.poll(),
+            "coalesced": np.concatenate([first, coalesced.poll()]),
+        }
+        truth = {ino: dict(t.counts) for ino, t in wl.truth.items()}  # before close frees
     finally:
         wl.close()
-        src.close()
-    hot = (Kind.HOST_FAULT, Kind.ALLOC, Kind.FREE, Kind.GUEST_FAULT)
-    assert not np.isin(streamed["kind"], hot).any(), "nothing hot was streamed"
-    truth = wl.truth[shared.ino].counts
-    assert counters[shared.ino]["host_faults"] == truth["host_faults"] == 20
-    assert counters[shared.ino]["pages_allocated"] == 16
-    assert counters[shared.ino]["pages_freed"] == 2
-    assert pages[shared.ino] == {p: 2 if 4 <= p < 8 else 1 for p in range(16)}
-    assert counters[private.ino]["host_faults_refused"] == 1
-    assert counters[private.ino]["host_faults"] == 0 and private.ino not in pages
+        streamed.close()
+        coalesced.close()
+    runs = first[first["kind"] == Kind.HOST_FAULT]
+    assert runs[["first", "count"]].tolist() == [(0, 16)]
+    hot = np.isin(events["streamed"]["kind"], (Kind.HOST_FAULT, Kind.ALLOC, Kind.FREE))
+    hot_runs = np.isin(events["coalesced"]["kind"], (Kind.HOST_FAULT, Kind.ALLOC, Kind.FREE))
+    assert hot_runs.sum() * 4 < hot.sum(), "consecutive pages make one record"
+    models = {name: Model() for name in events}
+    for name, batch in events.items():
+        models[name].apply(batch)
+    a, b = models["streamed"], models["coalesced"]
+    assert a.inodes.keys() == b.inodes.keys() and len(a.inodes) == 4
+    for ino, state in a.inodes.items():
+        assert b.inodes[ino].counts == state.counts
+        assert list(b.inodes[ino].resident.runs()) == list(state.resident.runs())
+        assert list(b.inodes[ino].shareability.runs()) == list(state.shareability.runs())
+        assert faulted_pages(b, ino) == faulted_pages(a, ino)
+        assert state.counts == truth[ino]
+    assert b.per_thread == a.per_thread
+    assert [r["page"] for r in b.refused] == [r["page"] for r in a.refused] != []
 
 
 def test_overflow_with_a_slow_consumer_is_counted_stored_and_marked(tmp_path: Path) -> None:
