@@ -297,33 +297,39 @@ struct page_id {
     u64 count;
 };
 
+/* A member of a window read in one go (gmemtrace/kernel/offsets.py: WINDOWS). */
+#define WORD_AT(win, lo, off) ((win)[((off) - (lo)) / 8])
+
 /* The guest_memfd page a page-cache folio is (0: some other file's page). The
  * inode number is checked first: every page-cache change on the system passes
- * here, and most are not guest_memfd's. */
+ * here, and most are not guest_memfd's. Four probe reads where members are
+ * adjacent (a read is a helper call: they are most of this program's time). */
 static __always_inline int gmem_folio(void *folio, struct page_id *id)
 {
-    void *mapping = NULL, *host = NULL, *sb = NULL;
-    u64 flags = 0, flags_1 = 0;
+    u64 f[FOLIO_WIN_WORDS], in[INODE_WIN_WORDS];
+    void *host = NULL;
     u32 dev = 0;
-    bpf_probe_read_kernel(&mapping, sizeof(mapping), folio + OFF_FOLIO_MAPPING);
+    if (bpf_probe_read_kernel(f, sizeof(f), folio + FOLIO_WIN_LO))
+        return 0;
+    void *mapping = (void *)WORD_AT(f, FOLIO_WIN_LO, OFF_FOLIO_MAPPING);
     if (!mapping)
         return 0;
     bpf_probe_read_kernel(&host, sizeof(host), mapping + OFF_ADDRESS_SPACE_HOST);
-    if (!host)
+    if (!host || bpf_probe_read_kernel(in, sizeof(in), host + INODE_WIN_LO))
         return 0;
-    bpf_probe_read_kernel(&id->ino, sizeof(id->ino), host + OFF_INODE_I_INO);
+    id->ino = WORD_AT(in, INODE_WIN_LO, OFF_INODE_I_INO);
     u64 *known = gmem_inodes.lookup(&id->ino);
     if (!known)
         return 0;
-    bpf_probe_read_kernel(&sb, sizeof(sb), host + OFF_INODE_I_SB);
+    void *sb = (void *)WORD_AT(in, INODE_WIN_LO, OFF_INODE_I_SB);
     if (sb)
         bpf_probe_read_kernel(&dev, sizeof(dev), sb + OFF_SUPER_BLOCK_S_DEV);
     if (*known != dev)
         return 0;
-    bpf_probe_read_kernel(&id->index, sizeof(id->index), folio + OFF_FOLIO_INDEX);
-    bpf_probe_read_kernel(&flags, sizeof(flags), folio + OFF_FOLIO_FLAGS);
+    id->index = WORD_AT(f, FOLIO_WIN_LO, OFF_FOLIO_INDEX);
     id->count = 1;
-    if (flags & (1ULL << PG_HEAD_BIT)) { /* a large folio: its order is in _flags_1 */
+    if (WORD_AT(f, FOLIO_WIN_LO, OFF_FOLIO_FLAGS) & (1ULL << PG_HEAD_BIT)) {
+        u64 flags_1 = 0; /* a large folio: its order is in _flags_1 */
         bpf_probe_read_kernel(&flags_1, sizeof(flags_1), folio + OFF_FOLIO_FLAGS_1);
         id->count = 1ULL << (flags_1 & 0x3f);
     }

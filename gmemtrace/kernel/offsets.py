@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel.btf import Btf
 
 # -D name -> (struct, member). Never from headers: their layouts are another kernel's.
@@ -39,8 +40,35 @@ FUNCTION_MEMBERS = {
 }
 
 
+# Members of one struct that a hot program reads with one probe read (each read is
+# a helper call): a window from the first member to the end of the last, as -D
+# <NAME>_WIN_LO (bytes) and <NAME>_WIN_WORDS. All are 8-byte words.
+WINDOWS = {
+    "FOLIO": ("OFF_FOLIO_FLAGS", "OFF_FOLIO_MAPPING", "OFF_FOLIO_INDEX"),
+    "INODE": ("OFF_INODE_I_SB", "OFF_INODE_I_INO"),
+}
+MAX_WINDOW_WORDS = 32  # 256 bytes of BPF stack at most
+
+
+def window_defines(offsets: dict[str, int]) -> dict[str, int]:
+    defines = {}
+    for name, members in WINDOWS.items():
+        lo = min(offsets[m] for m in members)
+        words = (max(offsets[m] for m in members) + 8 - lo) // 8
+        if any(offsets[m] % 8 for m in members) or words > MAX_WINDOW_WORDS:
+            raise GmemtraceError(
+                f"unexpected struct layout in this kernel's BTF: {', '.join(members)} at "
+                f"{', '.join(str(offsets[m]) for m in members)}; please report it"
+            )
+        defines[f"{name}_WIN_LO"] = lo
+        defines[f"{name}_WIN_WORDS"] = words
+    return defines
+
+
 def offset_defines(btf: Btf, members: dict[str, tuple[str, str]] = MEMBERS) -> dict[str, int]:
-    """{-D name: byte offset} for every entry of `members`, and the ENUMERATORS' values."""
+    """{-D name: byte offset} for every entry of `members`, the ENUMERATORS' values, and
+    the WINDOWS over them."""
     defines = {name: btf.member(s, m).offset_bytes for name, (s, m) in members.items()}
+    defines.update(window_defines(defines))
     defines.update({name: btf.enumerator(e) for name, e in ENUMERATORS.items()})
     return defines

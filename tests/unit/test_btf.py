@@ -4,6 +4,7 @@ import struct
 
 import pytest
 
+from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel.btf import (
     KIND_FUNC,
     KIND_INT,
@@ -14,6 +15,7 @@ from gmemtrace.kernel.btf import (
     Btf,
     BtfError,
 )
+from gmemtrace.kernel.offsets import MAX_WINDOW_WORDS, window_defines
 
 
 class BtfBuilder:
@@ -126,3 +128,23 @@ def test_missing_struct_and_member_are_clear_errors(btf: Btf) -> None:
 def test_bad_magic_is_rejected() -> None:
     with pytest.raises(BtfError, match="bad magic"):
         Btf(b"\0" * 64)
+
+
+def test_read_windows_span_their_members_and_refuse_odd_layouts() -> None:
+    offsets = {
+        "OFF_FOLIO_FLAGS": 0,
+        "OFF_FOLIO_MAPPING": 24,
+        "OFF_FOLIO_INDEX": 32,
+        "OFF_INODE_I_SB": 40,
+        "OFF_INODE_I_INO": 64,
+    }
+    assert window_defines(offsets) == {
+        "FOLIO_WIN_LO": 0,
+        "FOLIO_WIN_WORDS": 5,
+        "INODE_WIN_LO": 40,
+        "INODE_WIN_WORDS": 4,
+    }
+    with pytest.raises(GmemtraceError, match="unexpected struct layout"):
+        window_defines({**offsets, "OFF_INODE_I_INO": 40 + 8 * MAX_WINDOW_WORDS})
+    with pytest.raises(GmemtraceError, match="OFF_FOLIO_INDEX at 0, 24, 36"):
+        window_defines({**offsets, "OFF_FOLIO_INDEX": 36})
