@@ -17,6 +17,8 @@ struct config {
     u32 stream_hot;  /* one record per hot event; 0: coalesced into runs (tracepoint tier) */
     u32 next_asid;   /* address space ids handed out at exec */
     u32 flusher;     /* the collector's tgid: its flush requests are honoured */
+    u32 vma_gen;     /* bumped at every change of the mapping trie (tracepoint tier) */
+    u32 pad;
 };
 
 BPF_ARRAY(config, struct config, 1);

@@ -87,6 +87,13 @@ struct call {
 };
 
 BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
+
+struct vma_cache {
+    struct vma_val vma;
+    u32 asid;
+    u32 gen; /* config.vma_gen when it was looked up */
+};
+BPF_PERCPU_ARRAY(vma_cache, struct vma_cache, 1);
 /* The last guest_memfd fault on this CPU: a SIGBUS for it follows on the same
  * CPU, in the same fault path (a per-CPU slot: no hash update per fault). */
 BPF_PERCPU_ARRAY(pending, struct pending_fault, 1);
@@ -116,6 +123,9 @@ static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_v
 static __always_inline void write_range(u32 asid, u64 start, u64 end, struct vma_val *val)
 {
     u64 addr = start;
+    struct config *c = cfg();
+    if (c)
+        __sync_fetch_and_add(&c->vma_gen, 1); /* each CPU's cached answer is now stale */
     for (int bits = PAGE_SHIFT_; bits < ADDR_BITS; bits++) {
         if ((addr & (1ULL << bits)) && addr + (1ULL << bits) <= end) {
             put_block(asid, addr, bits, val);
@@ -142,6 +152,29 @@ static __always_inline struct vma_val *lookup_vma(u32 asid, u64 addr)
         .prefixlen = 96, .asid_be = __builtin_bswap32(asid), .addr_be = __builtin_bswap64(addr)};
     struct vma_val *val = gmem_vmas.lookup(&key);
     return (val && val->ino) ? val : NULL;
+}
+
+/* The guest_memfd mapping a fault address is in: this CPU's last answer, while
+ * no mapping changed since (config.vma_gen, read before the trie), else the
+ * trie's. Faults come in runs over one mapping: most skip the trie walk. */
+static __always_inline struct vma_val *fault_vma(u32 asid, u64 addr)
+{
+    u32 zero = 0;
+    struct vma_cache *cache = vma_cache.lookup(&zero);
+    struct config *c = cfg();
+    if (!cache || !c)
+        return NULL;
+    u32 gen = *(volatile u32 *)&c->vma_gen;
+    if (cache->gen == gen && cache->asid == asid && cache->vma.ino && addr >= cache->vma.start &&
+        addr < cache->vma.end)
+        return &cache->vma;
+    struct vma_val *vma = lookup_vma(asid, addr);
+    if (!vma)
+        return NULL;
+    cache->vma = *vma;
+    cache->asid = asid;
+    cache->gen = gen;
+    return &cache->vma;
 }
 
 /* Unmap [addr, end) from the guest_memfd mapping it starts or ends in: drop
@@ -247,7 +280,7 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
     if (!p)
         return 0;
     u64 addr = ctx->args[0];
-    struct vma_val *vma = lookup_vma(asid, addr);
+    struct vma_val *vma = fault_vma(asid, addr);
     if (!vma) {
         if (p->tid == (u32)id)
             p->tid = 0; /* a SIGBUS now is not about its earlier guest_memfd fault */

@@ -80,6 +80,28 @@ def test_faults_follow_mremap_and_partial_munmap(source: TracepointSource) -> No
     assert wl.truth[gmem.ino].counts["host_faults"] == 24
 
 
+def test_a_new_mapping_where_an_old_one_was_is_attributed_to_its_own_inode(
+    source: TracepointSource,
+) -> None:
+    """Each CPU caches the last mapping it resolved a fault in; an unmap must void it."""
+    wl = Workload("reuse")
+    try:
+        old = wl.guest_memfd(16, MMAP | INIT_SHARED)
+        old_map = wl.map(old)
+        wl.host_touch(old_map, 0, 4)
+        where = old_map.addr
+        wl.unmap_pages(old_map, 0, 16)
+        new = wl.guest_memfd(16, MMAP | INIT_SHARED)
+        new_map = wl.map(new)
+        assert new_map.addr == where, "the kernel put the new mapping elsewhere"
+        wl.host_touch(new_map, 0, 4)
+        events = source.poll()
+    finally:
+        wl.close()
+    assert faults_by_page(events, old.ino) == dict.fromkeys(range(4), 1)
+    assert faults_by_page(events, new.ino) == dict.fromkeys(range(4), 1)
+
+
 def test_conversion_and_punch_latencies_land_in_kernel_histograms(
     source: TracepointSource,
 ) -> None:
