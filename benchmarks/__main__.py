@@ -5,7 +5,8 @@ guest_memfd and waits (SIGUSR1); the tracer attaches to its pid; the storm
 runs; the workload measures its own fault rate. The tracer's CPU time and peak
 RSS come from wait4(). Repetitions interleave the configurations, so drift in
 the machine spreads over all of them. Then the decoder alone (a recorded byte
-stream, no kernel) and the model at scale.
+stream, no kernel), the model at scale, and where the kernel-side time goes
+(benchmarks/profile.py: each BPF program's time per event).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import decoder, scale
+from benchmarks import decoder, profile, scale
 from gmemtrace.kernel.procfs import gmem_mappings
 
 PY = sys.executable
@@ -66,8 +67,11 @@ def _bpf_program_count() -> int:
 
 
 def _gmemtrace_live_counts(out: str, _: Path) -> tuple[int | None, int | None]:
+    """The view's records are runs: count the faults and page events they stand for."""
     last = json.loads(out.strip().splitlines()[-1])
-    return int(last["events_total"]), int(last["lost_events"])
+    hot = ("host_faults", "host_faults_refused", "guest_faults", "pages_allocated", "pages_freed")
+    events = sum(inode["totals"][name] for inode in last["inodes"] for name in hot)
+    return events, int(last["lost_events"])
 
 
 def _gmemtrace_record_counts(_: str, scratch: Path) -> tuple[int | None, int | None]:
@@ -325,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(decoder.table(decoded))
     scaled = scale.measure(args.quick)
     console.print(scale.table(scaled))
+    profiled = profile.measure(args.pages, args.rounds)
+    console.print(profile.table(profiled))
 
     doc: dict[str, Any] = {
         "machine": machine,
@@ -340,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "decoder": decoded,
         "scale": scaled,
+        "bpf_profile": profiled,
     }
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
     console.print(f"written to {args.output}")

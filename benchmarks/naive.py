@@ -12,19 +12,15 @@ import sys
 from pathlib import Path
 
 from gmemtrace.kernel import headers
-from gmemtrace.probes.bcc_backend import import_bcc
+from gmemtrace.probes.bcc_backend import compile_text
 
 
 def main() -> int:
     pid = int(sys.argv[1])
-    found = headers.resolve()
-    for key, value in found.env.items():
-        import os
-
-        os.environ[key] = value
-    bpf = import_bcc().BPF(
-        text=(Path(__file__).parent / "naive.c").read_text().encode(),
-        cflags=[f"-DTARGET_PID={pid}"],
+    bpf = compile_text(
+        (Path(__file__).parent / "naive.c").read_text(),
+        headers.resolve(),
+        [f"-DTARGET_PID={pid}"],
     )
     seen = {"events": 0, "last_address": 0}
 

@@ -102,10 +102,14 @@ def compile_program(
     sources: tuple[str, ...], defines: Mapping[str, str | int], headers: Headers
 ) -> Any:  # a bcc.BPF: bcc has no type information
     """Compile and load bpf/`sources` (one text) with -D`defines`; bcc attaches auto-probes."""
-    bcc = import_bcc()
     cflags = [f"-I{bpf_dir()}", *(f"-D{name}={value}" for name, value in defines.items())]
+    return compile_text(program_text(*sources), headers, cflags)
+
+
+def compile_text(text: str, headers: Headers, cflags: list[str] | None = None) -> Any:
+    """Compile and load a BPF C text with the kernel headers found for bcc."""
     with _environment(headers.env):
-        return bcc.BPF(text=program_text(*sources).encode(), cflags=cflags)
+        return import_bcc().BPF(text=text.encode(), cflags=cflags or [])
 
 
 _ERRNO_NAMES = {
