@@ -142,20 +142,40 @@ def build_parser() -> Parser:
     )
     demo.add_argument("-d", "--duration", type=_positive_float, default=20.0, metavar="SECONDS")
     demo.add_argument("--replay", action="store_true", help="replay the shipped trace anyway")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for SHELL, e.g. "
+        "gmemtrace completion bash > /etc/bash_completion.d/gmemtrace",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "tcsh"), metavar="SHELL")
     return parser
 
 
 def build_live_parser() -> Parser:
-    from gmemtrace.sinks.dashboard import SORT_KEYS
-
     parser = Parser(
         prog="gmemtrace",
         description="Live view of guest_memfd memory: shareability maps, fault rates, "
-        "conversions. Subcommands: record, report, probes, doctor, workload, demo "
-        "(gmemtrace COMMAND --help).",
+        "conversions. Subcommands: record, report, probes, doctor, workload, demo, "
+        "completion (gmemtrace COMMAND --help).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_live_options(parser)
+    return parser
+
+
+def build_completion_parser() -> Parser:
+    """What a shell completes: the subcommands, and the live view's options beside them."""
+    parser = build_parser()
+    _add_live_options(parser, with_command=False)
+    return parser
+
+
+def _add_live_options(parser: argparse.ArgumentParser, with_command: bool = True) -> None:
+    from gmemtrace.sinks.dashboard import SORT_KEYS
+
     _add_target_options(parser)
     parser.add_argument(
         "--comm", metavar="NAME", help="trace processes with this name, also ones that start later"
@@ -182,13 +202,13 @@ def build_live_parser() -> Parser:
         help="a plain table per interval (the default when not on a terminal)",
     )
     output.add_argument("--json", action="store_true", help="one JSON object per interval")
-    parser.add_argument(
-        "command",
-        nargs=argparse.REMAINDER,
-        metavar="-- CMD ARGS",
-        help="a command to start under the view; the view ends with it",
-    )
-    return parser
+    if with_command:
+        parser.add_argument(
+            "command",
+            nargs=argparse.REMAINDER,
+            metavar="-- CMD ARGS",
+            help="a command to start under the view; the view ends with it",
+        )
 
 
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
@@ -393,6 +413,27 @@ def cmd_probes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab  # generates the script from the parsers, so it never falls behind them
+
+    parser = build_completion_parser()
+    for action in _walk_actions(parser):
+        if action.type is Path:
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+    print(shtab.complete(parser, shell=args.shell), end="")
+    return EXIT_OK
+
+
+def _walk_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    found = []
+    for action in parser._actions:
+        found.append(action)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.extend(_walk_actions(sub))
+    return found
+
+
 COMMANDS = {
     "doctor": cmd_doctor,
     "workload": cmd_workload,
@@ -400,6 +441,7 @@ COMMANDS = {
     "record": cmd_record,
     "report": cmd_report,
     "probes": cmd_probes,
+    "completion": cmd_completion,
 }
 
 
