@@ -191,7 +191,10 @@ class TracepointSource:
         allowed = os.sched_getaffinity(0)
         try:
             for cpu in sorted(busy & allowed):
-                os.sched_setaffinity(0, {cpu})
+                try:
+                    os.sched_setaffinity(0, {cpu})
+                except OSError:  # went offline: its runs wait for it
+                    continue
                 _libc.ioctl(-1, ctypes.c_ulong(FLUSH_RUNS_CMD))
         finally:
             os.sched_setaffinity(0, allowed)
