@@ -17,8 +17,8 @@ struct config {
     u32 stream_hot;  /* one record per hot event; 0: coalesced into runs (tracepoint tier) */
     u32 next_asid;   /* address space ids handed out at exec */
     u32 flusher;     /* the collector's tgid: its flush requests are honoured */
-    u32 vma_gen;     /* bumped at every change of the mapping trie (tracepoint tier) */
-    u32 pad;
+    u32 attr_gen;    /* bumped when a mapping or an address space id changes (tracepoint tier) */
+    u32 run_gen;     /* bumped when a thread enters or leaves KVM_RUN (tracepoint tier) */
 };
 
 BPF_ARRAY(config, struct config, 1);

@@ -90,8 +90,10 @@ BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
 
 struct vma_cache {
     struct vma_val vma;
+    u32 tgid;
     u32 asid;
-    u32 gen; /* config.vma_gen when it was looked up */
+    u32 gen; /* config.attr_gen when it was looked up */
+    u32 pad;
 };
 BPF_PERCPU_ARRAY(vma_cache, struct vma_cache, 1);
 /* The last guest_memfd fault on this CPU: a SIGBUS for it follows on the same
@@ -101,6 +103,51 @@ BPF_PERCPU_ARRAY(runs, struct run, N_RUNS);
 BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
 
 BPF_HASH(in_run, u32, u8, 16384);            /* tid inside KVM_RUN */
+
+/* Per CPU, for the page-cache programs: the guest_memfd inode last seen here,
+ * and whether thread `tid` was inside KVM_RUN as of config.run_gen (only the
+ * thread itself changes that, and each change bumps the generation). */
+struct page_ctx {
+    u64 ino; /* 0: none yet */
+    u64 sb;  /* its super_block: with the inode number, the identity the maps check */
+    u32 tid;
+    u32 run_gen;
+    u32 inside;
+    u32 pad;
+};
+BPF_PERCPU_ARRAY(page_ctx, struct page_ctx, 1);
+
+static __always_inline struct page_ctx *page_context(void)
+{
+    u32 zero = 0;
+    return page_ctx.lookup(&zero);
+}
+
+/* Whether the current thread is inside KVM_RUN: a hash lookup only when this
+ * CPU last asked for another thread, or some thread entered or left since. */
+static __always_inline u16 inside_kvm_run(u32 tid)
+{
+    struct page_ctx *pc = page_context();
+    struct config *c = cfg();
+    if (!pc || !c)
+        return in_run.lookup(&tid) != NULL;
+    u32 gen = *(volatile u32 *)&c->run_gen;
+    if (pc->tid != tid || pc->run_gen != gen) {
+        pc->inside = in_run.lookup(&tid) != NULL;
+        pc->tid = tid;
+        pc->run_gen = gen;
+    }
+    return pc->inside;
+}
+
+static __always_inline void left_kvm_run(u32 tid)
+{
+    if (in_run.delete(&tid) == 0) {
+        struct config *c = cfg();
+        if (c)
+            __sync_fetch_and_add(&c->run_gen, 1);
+    }
+}
 
 static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_val *val)
 {
@@ -125,7 +172,7 @@ static __always_inline void write_range(u32 asid, u64 start, u64 end, struct vma
     u64 addr = start;
     struct config *c = cfg();
     if (c)
-        __sync_fetch_and_add(&c->vma_gen, 1); /* each CPU's cached answer is now stale */
+        __sync_fetch_and_add(&c->attr_gen, 1); /* each CPU's cached answer is now stale */
     for (int bits = PAGE_SHIFT_; bits < ADDR_BITS; bits++) {
         if ((addr & (1ULL << bits)) && addr + (1ULL << bits) <= end) {
             put_block(asid, addr, bits, val);
@@ -154,25 +201,34 @@ static __always_inline struct vma_val *lookup_vma(u32 asid, u64 addr)
     return (val && val->ino) ? val : NULL;
 }
 
-/* The guest_memfd mapping a fault address is in: this CPU's last answer, while
- * no mapping changed since (config.vma_gen, read before the trie), else the
- * trie's. Faults come in runs over one mapping: most skip the trie walk. */
-static __always_inline struct vma_val *fault_vma(u32 asid, u64 addr)
+/* The guest_memfd mapping a fault address of process tgid is in, and the
+ * process's address space id (0: not traced). Each CPU keeps its last answer,
+ * good while config.attr_gen (read before the maps) is unchanged: faults come
+ * in runs from one process over one mapping, and most skip both the target
+ * lookup and the trie walk. */
+static __always_inline struct vma_val *fault_vma(u32 tgid, u64 addr, u32 *asid)
 {
     u32 zero = 0;
     struct vma_cache *cache = vma_cache.lookup(&zero);
     struct config *c = cfg();
     if (!cache || !c)
         return NULL;
-    u32 gen = *(volatile u32 *)&c->vma_gen;
-    if (cache->gen == gen && cache->asid == asid && cache->vma.ino && addr >= cache->vma.start &&
-        addr < cache->vma.end)
-        return &cache->vma;
-    struct vma_val *vma = lookup_vma(asid, addr);
+    u32 gen = *(volatile u32 *)&c->attr_gen;
+    if (cache->gen == gen && cache->tgid == tgid && cache->vma.ino) {
+        *asid = cache->asid;
+        if (addr >= cache->vma.start && addr < cache->vma.end)
+            return &cache->vma;
+    } else {
+        *asid = traced_asid(tgid);
+        if (!*asid)
+            return NULL;
+    }
+    struct vma_val *vma = lookup_vma(*asid, addr);
     if (!vma)
         return NULL;
     cache->vma = *vma;
-    cache->asid = asid;
+    cache->tgid = tgid;
+    cache->asid = *asid;
     cache->gen = gen;
     return &cache->vma;
 }
@@ -272,15 +328,12 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
 {
     /* TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code) */
     u64 id = bpf_get_current_pid_tgid();
-    u32 asid = traced_asid(id >> 32);
-    if (!asid)
-        return 0;
-    u32 zero = 0;
+    u32 zero = 0, asid = 0;
     struct pending_fault *p = pending.lookup(&zero);
     if (!p)
         return 0;
     u64 addr = ctx->args[0];
-    struct vma_val *vma = fault_vma(asid, addr);
+    struct vma_val *vma = fault_vma(id >> 32, addr, &asid);
     if (!vma) {
         if (p->tid == (u32)id)
             p->tid = 0; /* a SIGBUS now is not about its earlier guest_memfd fault */
@@ -351,14 +404,22 @@ static __always_inline int gmem_folio(void *folio, struct page_id *id)
     if (!host || bpf_probe_read_kernel(in, sizeof(in), host + INODE_WIN_LO))
         return 0;
     id->ino = WORD_AT(in, INODE_WIN_LO, OFF_INODE_I_INO);
-    u64 *known = gmem_inodes.lookup(&id->ino);
-    if (!known)
-        return 0;
-    void *sb = (void *)WORD_AT(in, INODE_WIN_LO, OFF_INODE_I_SB);
-    if (sb)
-        bpf_probe_read_kernel(&dev, sizeof(dev), sb + OFF_SUPER_BLOCK_S_DEV);
-    if (*known != dev)
-        return 0;
+    u64 sb = WORD_AT(in, INODE_WIN_LO, OFF_INODE_I_SB);
+    /* Known inodes are never dropped: the one last seen on this CPU, on the same
+     * super_block, needs neither the lookup nor the device number. */
+    struct page_ctx *pc = page_context();
+    if (!pc || !pc->ino || pc->ino != id->ino || pc->sb != sb) {
+        u64 *known = gmem_inodes.lookup(&id->ino);
+        if (!known || !sb)
+            return 0;
+        bpf_probe_read_kernel(&dev, sizeof(dev), (void *)sb + OFF_SUPER_BLOCK_S_DEV);
+        if (*known != dev)
+            return 0;
+        if (pc) {
+            pc->ino = id->ino;
+            pc->sb = sb;
+        }
+    }
     id->index = WORD_AT(f, FOLIO_WIN_LO, OFF_FOLIO_INDEX);
     id->count = 1;
     if (WORD_AT(f, FOLIO_WIN_LO, OFF_FOLIO_FLAGS) & (1ULL << PG_HEAD_BIT)) {
@@ -397,7 +458,7 @@ RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
     if (!gmem_folio((void *)ctx->args[0], &page))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    u16 guest = in_run.lookup(&tid) != NULL;
+    u16 guest = inside_kvm_run(tid);
     if (streaming()) {
         u64 ts = bpf_ktime_get_ns();
         if (guest)
@@ -448,6 +509,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
     if (cmd == CMD_KVM_RUN) {
         u8 one = 1;
         in_run.update(&tid, &one);
+        struct config *conf = cfg();
+        if (conf)
+            __sync_fetch_and_add(&conf->run_gen, 1);
         return 0;
     }
     if (cmd != CMD_CREATE_GUEST_MEMFD && cmd != CMD_SET_USER_MEMORY_REGION2 &&
@@ -466,7 +530,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    in_run.delete(&tid);
+    left_kvm_run(tid);
     struct call *p = calls.lookup(&tid);
     if (!p || p->kind != CALL_IOCTL)
         return 0;
@@ -677,6 +741,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 asid = c->next_asid;
     c->next_asid = asid + 1;
     targets.update(&tgid, &asid);
+    __sync_fetch_and_add(&c->attr_gen, 1); /* cached answers name the old id */
     emit(EV_EXEC, 0, 0, 0, 0, 0, 0, asid);
     return 0;
 }
@@ -685,6 +750,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     calls.delete(&tid);
-    in_run.delete(&tid);
+    left_kvm_run(tid);
     return 0;
 }

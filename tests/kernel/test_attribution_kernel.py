@@ -133,9 +133,11 @@ def test_coalesced_runs_tell_the_model_what_one_record_per_event_does() -> None:
     wl = Workload("coalesced")
     try:
         gmem = wl.guest_memfd(32, MMAP | INIT_SHARED)
-        wl.host_touch(wl.map(gmem), 0, 16)
+        host = wl.map(gmem)
+        wl.host_touch(host, 0, 16)
         first = coalesced.poll()  # the run is still open on its CPU: poll flushes it
-        mixed(wl, Params())
+        mixed(wl, Params())  # this thread enters and leaves KVM_RUN (guest faults)
+        wl.host_touch(host, 16, 16)  # allocations outside KVM_RUN again: not guest faults
         events = {
             "streamed": streamed.poll(),
             "coalesced": np.concatenate([first, coalesced.poll()]),
