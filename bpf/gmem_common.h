@@ -61,15 +61,21 @@ static __always_inline int streaming(void)
     return c && c->stream_hot;
 }
 
-/* A record into the ring buffer; a full buffer counts as lost. */
-static __always_inline void submit(struct gmem_event *e)
+/* A record into the ring buffer; when it is full, the events it stands for
+ * (a run's pages, else 1) are counted lost. */
+static __always_inline void submit_events(struct gmem_event *e, u64 stands_for)
 {
     if (events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP_) < 0) {
         u32 zero = 0;
         u64 *n = lost.lookup(&zero);
         if (n)
-            (*n)++;
+            *n += stands_for;
     }
+}
+
+static __always_inline void submit(struct gmem_event *e)
+{
+    submit_events(e, 1);
 }
 
 /* One record of the current thread at time ts. Hot events (a fault, a page)

@@ -274,10 +274,10 @@ static __always_inline void flush_run(struct run *r)
         e.arg = r->addr;
         e.arg2 = r->asid;
     }
-    submit(&e);
+    submit_events(&e, r->count);
     if (r->kind == EV_ALLOC && r->flags) {
         e.kind = EV_GUEST_FAULT;
-        submit(&e);
+        submit_events(&e, r->count);
     }
     r->count = 0;
 }

@@ -164,11 +164,12 @@ class TracepointSource:
 
     def poll(self) -> np.ndarray:
         """Every event since the last poll, with the mapping bookkeeping applied."""
-        if self.coalesced:
-            self.flush_runs()
         batch = self.ring.drain()
         if self.coalesced:
-            # Runs reach the ring buffer when they end, stamped with their start.
+            # The open runs, into the room just made; they reach the ring buffer when
+            # they end, stamped with their start.
+            self.flush_runs()
+            batch = np.concatenate([batch, self.ring.drain()])
             batch = batch[np.argsort(batch["ts_ns"], kind="stable")]
         if self._discovered.size:
             batch = np.concatenate([self._discovered, batch])

@@ -167,6 +167,30 @@ def test_coalesced_runs_tell_the_model_what_one_record_per_event_does() -> None:
     assert [r["page"] for r in b.refused] == [r["page"] for r in a.refused] != []
 
 
+def test_a_lost_run_counts_every_event_it_stood_for() -> None:
+    # One page of ring buffer (46 records), not drained: random faults fill it, then
+    # a sequential stretch makes one fault run and one allocation run of 1,000 pages
+    # each, lost when the next random fault ends them.
+    src = TracepointSource(
+        headers.resolve(), Btf.load(), pids=[os.getpid()], stream_hot=False, ringbuf_pages=1
+    )
+    wl = Workload("lost-runs")
+    try:
+        gmem = wl.guest_memfd(3000, MMAP | INIT_SHARED)
+        host = wl.map(gmem)
+        wl.host_touch(host, 0, 1000, "random")
+        wl.host_touch(host, 1000, 1000)
+        wl.host_touch(host, 2000, 1000, "random")
+        events = src.poll()
+        lost = src.lost()
+    finally:
+        wl.close()
+        src.close()
+    hot = events[np.isin(events["kind"], (Kind.HOST_FAULT, Kind.ALLOC))]
+    seen = int(hot["count"].sum())
+    assert seen < 200 and seen + lost >= 6000, "3,000 faults and 3,000 allocations"
+
+
 def test_overflow_with_a_slow_consumer_is_counted_stored_and_marked(tmp_path: Path) -> None:
     from gmemtrace.collector import Collector
     from gmemtrace.report import build_report, report_file
