@@ -3,9 +3,10 @@
 The kernel times every BPF program run while kernel.bpf_stats_enabled is 1
 (`bpftool prog show` then lists run_cnt and run_time_ns). This traces the
 fault-storm in both modes, one record per event (a recording) and runs (the
-live view), and reports each hot program's nanoseconds per run and the BPF
-time per host fault. The timing itself costs two clock reads per run: the
-same measurement of a program that does nothing is given as the floor.
+live view), touching pages in order and at random (no runs to make), and
+reports each hot program's nanoseconds per run and the BPF time per host
+fault. The timing itself costs two clock reads per run: the same measurement
+of a program that does nothing is given as the floor.
 python -m benchmarks.profile [--pages N] [--rounds N]
 """
 
@@ -55,14 +56,16 @@ def _bpf_stats() -> Iterator[None]:
         STATS.write_text(previous)
 
 
-def _storm(pages: int, rounds: int, attach: Callable[[int], Any]) -> dict[str, Any]:
+def _storm(
+    pages: int, rounds: int, attach: Callable[[int], Any], pattern: str = "sequential"
+) -> dict[str, Any]:
     """Run a fault-storm with `attach(pid)`'s programs on it; their run statistics."""
     with tempfile.TemporaryDirectory() as tmp:
         truth = Path(tmp) / "truth.json"
         workload = subprocess.Popen(
             [
                 *(sys.executable, "-m", "gmemtrace", "workload", "fault-storm"),
-                *("--pages", str(pages), "--rounds", str(rounds)),
+                *("--pages", str(pages), "--rounds", str(rounds), "--pattern", pattern),
                 *("--wait-signal", "--quiet", "-o", str(truth)),
             ]
         )
@@ -109,10 +112,11 @@ def measure(pages: int = 16384, rounds: int = 8) -> dict[str, Any]:
         return compile_text(NOOP, found)
 
     result: dict[str, Any] = {"floor": _storm(pages, rounds, noop)}
-    for mode, stream_hot in (("record (one record per event)", True), ("live view (runs)", False)):
-        result[mode] = _storm(
-            pages, rounds, lambda pid, hot=stream_hot: tracer.attach(setup, [pid], hot)
-        )
+    for pattern in ("sequential", "random"):
+        for mode, stream_hot in (("record", True), ("live view (runs)", False)):
+            result[f"{mode}, {pattern}"] = _storm(
+                pages, rounds, lambda pid, hot=stream_hot: tracer.attach(setup, [pid], hot), pattern
+            )
     return result
 
 

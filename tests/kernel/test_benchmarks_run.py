@@ -38,7 +38,7 @@ def test_bench_runs_every_part_and_writes_json(tmp_path: Path) -> None:
     assert record["cpu_s"] > 0 and record["rss_mb"] > 0
     assert doc["decoder"]["decode_and_model_events_per_s"] > 0
     assert [r["intervals"] > 0 for r in doc["scale"]] == [True] * 5
-    for mode in ("record (one record per event)", "live view (runs)"):
+    for mode in ("record, sequential", "live view (runs), random"):
         profiled = doc["bpf_profile"][mode]
         assert profiled["host_faults"] == 128 * 2
         assert profiled["programs"]["page_fault_user"]["runs"] >= 128 * 2
