@@ -16,9 +16,9 @@ struct config {
     u32 trace_all;   /* no pid filter: every process is a target */
     u32 stream_hot;  /* one record per hot event; 0: coalesced into runs (tracepoint tier) */
     u32 next_asid;   /* address space ids handed out at exec */
-    u32 flusher;     /* the collector's tgid: its flush requests are honoured */
     u32 attr_gen;    /* bumped when a mapping or an address space id changes (tracepoint tier) */
     u32 run_gen;     /* bumped when a thread enters or leaves KVM_RUN (tracepoint tier) */
+    u32 pad;
 };
 
 BPF_ARRAY(config, struct config, 1);

@@ -26,7 +26,6 @@
 #define KVM_MEMORY_ATTRIBUTE_PRIVATE_ (1ULL << 3)
 #define ADDR_BITS 48 /* user address space of x86-64 4-level paging */
 #define KVM_EXIT_MEMORY_FAULT_ 39
-#define FLUSH_FD 0xffffffffU /* ioctl(-1, CMD_FLUSH_RUNS): EBADF, and a flush */
 
 /* Which syscall a stashed call belongs to. */
 #define CALL_IOCTL 1
@@ -59,7 +58,7 @@ struct pending_fault {
  * (and, for host faults, consecutive addresses) make one record, whose count
  * is the pages. A run waits in a per-CPU slot until the next event does not
  * continue it, a page it holds is about to change the other way (alloc vs
- * free), or the collector flushes the CPU (FLUSH_CMD below). */
+ * free), or the collector flushes the CPU (flush_runs_here, below). */
 #define RUN_FAULT 0
 #define RUN_ALLOC 1
 #define RUN_FREE 2
@@ -76,7 +75,12 @@ struct run {
     u32 asid;
     u16 kind;  /* EV_HOST_FAULT, EV_ALLOC or EV_FREE */
     u16 flags; /* host faults: the error code; allocations: 1 inside KVM_RUN */
+    u32 busy;  /* a program is changing the run: a flush by IPI leaves it be */
+    u32 pad;
 };
+
+/* Between busy marks the compiler keeps the run's stores (an IPI sees them in order). */
+#define compiler_barrier() asm volatile("" ::: "memory")
 
 struct call {
     u64 ts;
@@ -287,13 +291,26 @@ static __always_inline struct run *run_slot(u32 slot)
     return runs.lookup(&slot);
 }
 
-static __always_inline void flush_runs(void)
+static __always_inline void mark_busy(struct run *r, u32 busy)
+{
+    compiler_barrier();
+    r->busy = busy;
+    compiler_barrier();
+}
+
+/* Not attached: the collector runs it on each CPU that holds a run
+ * (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU, an IPI there: no migration,
+ * gmemtrace/probes/tracepoints.py), so that the CPU's runs reach the ring
+ * buffer. The IPI may interrupt a hot program halfway through a run: a busy
+ * run stays for the next flush. */
+int flush_runs_here(struct bpf_raw_tracepoint_args *ctx)
 {
     for (u32 slot = 0; slot < N_RUNS; slot++) {
         struct run *r = run_slot(slot);
-        if (r)
+        if (r && !r->busy)
             flush_run(r);
     }
+    return 0;
 }
 
 /* Pages [first, first + count) of ino, by the current thread: the run grows,
@@ -349,8 +366,11 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
         return 0;
     }
     struct run *r = run_slot(RUN_FAULT);
-    if (r)
-        add_to_run(r, EV_HOST_FAULT, code, p->ino, p->index, 1, addr & ~4095ULL, asid);
+    if (!r)
+        return 0;
+    mark_busy(r, 1);
+    add_to_run(r, EV_HOST_FAULT, code, p->ino, p->index, 1, addr & ~4095ULL, asid);
+    mark_busy(r, 0);
     return 0;
 }
 
@@ -368,8 +388,11 @@ TRACEPOINT_PROBE(signal, signal_generate)
     p->tid = 0;
     if (!streaming()) {
         struct run *r = run_slot(RUN_FAULT);
-        if (r)
+        if (r) {
+            mark_busy(r, 1);
             flush_run(r); /* the fault before its refusal */
+            mark_busy(r, 0);
+        }
     }
     emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
     return 0;
@@ -444,11 +467,15 @@ static __always_inline void page_event(u32 slot, u32 other, u16 kind, u16 guest,
     struct run *r = run_slot(slot), *o = run_slot(other);
     if (!r || !o)
         return;
+    mark_busy(r, 1);
+    mark_busy(o, 1);
     if (run_holds(o, page)) {
         flush_run(r);
         flush_run(o);
     }
     add_to_run(r, kind, guest, page->ino, page->index, page->count, 0, 0);
+    mark_busy(o, 0);
+    mark_busy(r, 0);
 }
 
 RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
@@ -494,14 +521,6 @@ static __always_inline int gmem_fd_cmd(u32 cmd)
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
     u64 id = bpf_get_current_pid_tgid();
-    if (args->cmd == CMD_FLUSH_RUNS && (u32)args->fd == FLUSH_FD) {
-        /* The collector, pinned to this CPU, asks for its open runs
-         * (gmemtrace/probes/tracepoints.py: flush_runs). */
-        struct config *c = cfg();
-        if (c && c->flusher == id >> 32)
-            flush_runs();
-        return 0;
-    }
     if (!traced_asid(id >> 32))
         return 0;
     u32 tid = (u32)id;

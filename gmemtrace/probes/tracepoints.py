@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
@@ -12,6 +13,7 @@ import numpy as np
 
 from gmemtrace.events import EVENT_DTYPE, Kind
 from gmemtrace.kernel import kvm
+from gmemtrace.kernel.bpfsys import run_on_cpu
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.headers import Headers
 from gmemtrace.kernel.offsets import offset_defines
@@ -22,7 +24,7 @@ from gmemtrace.probes.vmas import blocks
 
 SOURCES = ("gmem_common.h", "gmem_tracepoints.c")
 N_RUNS = 3  # bpf/gmem_tracepoints.c: RUN_FAULT, RUN_ALLOC, RUN_FREE
-FLUSH_RUNS_CMD = 0x677F  # _IO('g', 0x7f) on fd -1: the kernel says EBADF, the program flushes
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
 DISCOVERED = 0x1  # CREATE/MMAP flag: found in /proc at attach, not seen happening
@@ -42,7 +44,6 @@ def program_defines(btf: Btf, ringbuf_pages: int) -> dict[str, str | int]:
     defines: dict[str, str | int] = {f"{k}": f"{v:#x}U" for k, v in IOCTLS.items()}
     defines.update(offset_defines(btf))
     defines["RINGBUF_PAGES"] = ringbuf_pages
-    defines["CMD_FLUSH_RUNS"] = f"{FLUSH_RUNS_CMD:#x}U"
     return defines
 
 
@@ -60,16 +61,14 @@ def possible_cpus(path: Path = POSSIBLE_CPUS) -> list[int]:
     return cpus
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 class TracepointSource:
     """Attached tracepoint programs for target pids: None traces every process, an empty
     list nobody until add_targets() (a --comm that matches nothing yet).
 
     stream_hot: one record per fault and page event (what a recording keeps); False,
     the kernel coalesces consecutive ones into runs, each one record with a page count,
-    and every poll() has the CPUs holding a run flush it first (the live view)."""
+    and every poll() has the CPUs holding a run flush it (the live view). A kernel
+    that cannot run a program on a chosen CPU (before 5.10) gets one record per event."""
 
     def __init__(
         self,
@@ -81,15 +80,23 @@ class TracepointSource:
     ) -> None:
         self.bpf: Any = compile_program(SOURCES, program_defines(btf, ringbuf_pages), headers)
         try:
+            self._cpus = possible_cpus()
+            self._flush_fd = -1
+            if not stream_hot:
+                self._flush_fd = self.bpf.load_func(
+                    b"flush_runs_here", BPF_PROG_TYPE_RAW_TRACEPOINT
+                ).fd
+                try:
+                    run_on_cpu(self._flush_fd, os.sched_getaffinity(0).pop())
+                except OSError:
+                    stream_hot = True
+            self.coalesced = not stream_hot
             table = self.bpf[b"config"]
             conf = table[ctypes.c_int(0)]
             conf.trace_all = 1 if pids is None else 0  # []: nobody yet (add_targets)
             conf.stream_hot = 1 if stream_hot else 0
             conf.next_asid = FIRST_EXEC_ASID
-            conf.flusher = os.getpid()
             table[ctypes.c_int(0)] = conf
-            self.coalesced = not stream_hot
-            self._cpus = possible_cpus()
             self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages * 4096, EVENT_DTYPE)
             self.pids: list[int] = []
             self._discovered = np.empty(0, dtype=EVENT_DTYPE)
@@ -177,28 +184,17 @@ class TracepointSource:
         return batch
 
     def flush_runs(self) -> None:
-        """Have every CPU holding an open run put it in the ring buffer: a per-CPU slot
-        is only safe to empty on its own CPU, so this thread goes to each such CPU in
-        turn and asks there (an ioctl the program recognises). CPUs this process may
-        not run on keep their runs until the next event there ends them."""
+        """Have every CPU holding an open run put it in the ring buffer. A per-CPU slot is
+        only safe to empty on its own CPU: the flush program runs there, by IPI."""
         table = self.bpf[b"runs"]
         busy = set()
         for slot in range(N_RUNS):
             for cpu, run in zip(self._cpus, table[ctypes.c_int(slot)], strict=False):
                 if run.count:
                     busy.add(cpu)
-        if not busy:
-            return
-        allowed = os.sched_getaffinity(0)
-        try:
-            for cpu in sorted(busy & allowed):
-                try:
-                    os.sched_setaffinity(0, {cpu})
-                except OSError:  # went offline: its runs wait for it
-                    continue
-                _libc.ioctl(-1, ctypes.c_ulong(FLUSH_RUNS_CMD))
-        finally:
-            os.sched_setaffinity(0, allowed)
+        for cpu in sorted(busy):
+            with contextlib.suppress(OSError):  # went offline: its runs wait for it
+                run_on_cpu(self._flush_fd, cpu)
 
     def lost(self) -> int:
         """Events the kernel could not put in the ring buffer, since attach."""
