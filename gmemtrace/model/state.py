@@ -46,6 +46,8 @@ _BULK: dict[int, tuple[str, bool]] = {
     Kind.ALLOC: ("pages_allocated", True),
     Kind.FREE: ("pages_freed", True),
 }
+# Hot kinds whose record may stand for several events (a run, or a large folio).
+_PAGE_WEIGHTED = (Kind.HOST_FAULT, Kind.GUEST_FAULT, Kind.ALLOC, Kind.FREE)
 # Kinds whose latency (ns) the event carries, and in which field.
 _LATENCY_FIELD = {Kind.CONVERT: "arg2", Kind.PUNCH: "arg", Kind.FALLOCATE: "arg"}
 
@@ -142,7 +144,7 @@ class Model:
     lost_events: int = 0
     # (from ns, to ns, events lost): the windows whose counts are low
     lost_windows: list[tuple[int, int, int]] = field(default_factory=list)
-    events_applied: int = 0
+    events_applied: int = 0  # faults and page events count their pages (a run counts as many)
     first_ns: int | None = None
     last_ns: int | None = None
     ended: bool = False
@@ -184,7 +186,8 @@ class Model:
             self.first_ns = int(times.min()) if self.first_ns is None else self.first_ns
             self.last_ns = max(self.last_ns or 0, int(times.max()))
             self.pids.update(np.unique(events["pid"][traced]).tolist())
-        self.events_applied += int(events.size)
+        runs = events["count"][np.isin(kinds, _PAGE_WEIGHTED)]
+        self.events_applied += int(events.size) + int(runs.sum()) - int(runs.size)
         rare = ~np.isin(kinds, (Kind.HOST_FAULT, Kind.GUEST_FAULT, Kind.ALLOC, Kind.FREE))
         for ev in events[rare]:
             self._apply_rare(ev)

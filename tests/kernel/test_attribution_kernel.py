@@ -164,6 +164,7 @@ def test_coalesced_runs_tell_the_model_what_one_record_per_event_does() -> None:
         assert faulted_pages(b, ino) == faulted_pages(a, ino)
         assert state.counts == truth[ino]
     assert b.per_thread == a.per_thread
+    assert b.events_applied == a.events_applied, "a run counts the events it stands for"
     assert [r["page"] for r in b.refused] == [r["page"] for r in a.refused] != []
 
 
