@@ -78,28 +78,38 @@ static __always_inline void submit(struct gmem_event *e)
     submit_events(e, 1);
 }
 
-/* One record of the current thread at time ts. Hot events (a fault, a page)
- * leave comm empty: the process's name comes with its rare events, and
- * copying it costs. */
+/* One record of the current thread at time ts, written in place in the ring
+ * buffer. Hot events (a fault, a page) leave comm empty: the process's name
+ * comes with its rare events, and copying it costs. */
 static __always_inline void emit_record(u64 ts, u16 kind, u16 flags, s32 result, u64 ino,
                                         u64 first, u64 count, u64 arg, u64 arg2, int with_comm)
 {
-    struct gmem_event e = {};
+    struct gmem_event *e = events.ringbuf_reserve(sizeof(struct gmem_event));
+    if (!e) {
+        u32 zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n)
+            *n += 1;
+        return;
+    }
     u64 id = bpf_get_current_pid_tgid();
-    e.ts_ns = ts;
-    e.pid = id >> 32;
-    e.tid = (u32)id;
-    e.kind = kind;
-    e.flags = flags;
-    e.result = result;
-    e.ino = ino;
-    e.first = first;
-    e.count = count;
-    e.arg = arg;
-    e.arg2 = arg2;
-    if (with_comm)
-        bpf_get_current_comm(&e.comm, sizeof(e.comm));
-    submit(&e);
+    e->ts_ns = ts;
+    e->pid = id >> 32;
+    e->tid = (u32)id;
+    e->kind = kind;
+    e->flags = flags;
+    e->result = result;
+    e->ino = ino;
+    e->first = first;
+    e->count = count;
+    e->arg = arg;
+    e->arg2 = arg2;
+    if (with_comm) {
+        bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    } else {
+        __builtin_memset(&e->comm, 0, sizeof(e->comm));
+    }
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP_);
 }
 
 static __always_inline void emit(u16 kind, u16 flags, s32 result, u64 ino, u64 first, u64 count,
