@@ -61,21 +61,20 @@ static __always_inline int streaming(void)
     return c && c->stream_hot;
 }
 
-/* A record into the ring buffer; when it is full, the events it stands for
- * (a run's pages, else 1) are counted lost. */
-static __always_inline void submit_events(struct gmem_event *e, u64 stands_for)
+/* Events the ring buffer had no room for: a run's record stands for its pages. */
+static __always_inline void count_lost(u64 events_lost)
 {
-    if (events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP_) < 0) {
-        u32 zero = 0;
-        u64 *n = lost.lookup(&zero);
-        if (n)
-            *n += stands_for;
-    }
+    u32 zero = 0;
+    u64 *n = lost.lookup(&zero);
+    if (n)
+        *n += events_lost;
 }
 
-static __always_inline void submit(struct gmem_event *e)
+/* A record built elsewhere (a run's), copied into the ring buffer. */
+static __always_inline void submit_events(struct gmem_event *e, u64 stands_for)
 {
-    submit_events(e, 1);
+    if (events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP_) < 0)
+        count_lost(stands_for);
 }
 
 /* One record of the current thread at time ts, written in place in the ring
@@ -86,10 +85,7 @@ static __always_inline void emit_record(u64 ts, u16 kind, u16 flags, s32 result,
 {
     struct gmem_event *e = events.ringbuf_reserve(sizeof(struct gmem_event));
     if (!e) {
-        u32 zero = 0;
-        u64 *n = lost.lookup(&zero);
-        if (n)
-            *n += 1;
+        count_lost(1);
         return;
     }
     u64 id = bpf_get_current_pid_tgid();
