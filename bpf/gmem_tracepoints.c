@@ -10,7 +10,9 @@
  *  - a SIGBUS (BUS_ADRERR) right after a guest_memfd fault of the same thread
  *    is that fault refused;
  *  - a page entering a guest_memfd while its thread is inside KVM_RUN is a
- *    guest fault (the only guest faults visible without function probes).
+ *    guest fault (the only guest faults visible without function probes);
+ *  - for the live view, consecutive hot events become runs (one record);
+ *  - per-CPU memos of the last answers spare the hot paths their lookups.
  *
  * Defines from gmemtrace/probes/tracepoints.py: OFF_* (BTF), RINGBUF_PAGES,
  * and the ioctl numbers (CMD_*); maps and helpers shared with the function
