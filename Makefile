@@ -26,7 +26,10 @@ notebook: setup
 	$(PY) -m pip install -q --disable-pip-version-check jupyterlab
 	$(VENV)/bin/jupyter lab --allow-root notebooks
 
+# The tools the benchmark compares against (Debian's bpftrace and perf), if missing.
 bench: setup
+	@command -v bpftrace >/dev/null && command -v perf >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q bpftrace linux-perf >/dev/null
 	$(PY) -m benchmarks
 
 clean:
