@@ -55,6 +55,13 @@ static __always_inline u32 traced_asid(u32 tgid)
     return (c && c->trace_all) ? tgid : 0;
 }
 
+/* A generation moves on (config.attr_gen, config.run_gen): every per-CPU memo
+ * taken under the old one is stale. */
+static __always_inline void bump(u32 *generation)
+{
+    __sync_fetch_and_add(generation, 1);
+}
+
 static __always_inline int streaming(void)
 {
     struct config *c = cfg();

@@ -146,13 +146,20 @@ static __always_inline u16 inside_kvm_run(u32 tid)
     return pc->inside;
 }
 
+static __always_inline void entered_kvm_run(u32 tid)
+{
+    u8 one = 1;
+    struct config *c = cfg();
+    in_run.update(&tid, &one);
+    if (c)
+        bump(&c->run_gen);
+}
+
 static __always_inline void left_kvm_run(u32 tid)
 {
-    if (in_run.delete(&tid) == 0) {
-        struct config *c = cfg();
-        if (c)
-            __sync_fetch_and_add(&c->run_gen, 1);
-    }
+    struct config *c = cfg();
+    if (in_run.delete(&tid) == 0 && c)
+        bump(&c->run_gen);
 }
 
 static __always_inline void put_block(u32 asid, u64 addr, int bits, struct vma_val *val)
@@ -178,7 +185,7 @@ static __always_inline void write_range(u32 asid, u64 start, u64 end, struct vma
     u64 addr = start;
     struct config *c = cfg();
     if (c)
-        __sync_fetch_and_add(&c->attr_gen, 1); /* each CPU's cached answer is now stale */
+        bump(&c->attr_gen);
     for (int bits = PAGE_SHIFT_; bits < ADDR_BITS; bits++) {
         if ((addr & (1ULL << bits)) && addr + (1ULL << bits) <= end) {
             put_block(asid, addr, bits, val);
@@ -413,8 +420,9 @@ struct page_id {
 
 /* The guest_memfd page a page-cache folio is (0: some other file's page). The
  * inode number is checked first: every page-cache change on the system passes
- * here, and most are not guest_memfd's. Four probe reads where members are
- * adjacent (a read is a helper call: they are most of this program's time). */
+ * here, and most are not guest_memfd's. Members side by side come in one
+ * probe read (a read is a helper call: they are most of this program's time):
+ * three reads, four for an inode this CPU did not see last. */
 static __always_inline int gmem_folio(void *folio, struct page_id *id)
 {
     u64 f[FOLIO_WIN_WORDS], in[INODE_WIN_WORDS];
@@ -528,11 +536,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
     u32 tid = (u32)id;
     u32 cmd = args->cmd;
     if (cmd == CMD_KVM_RUN) {
-        u8 one = 1;
-        in_run.update(&tid, &one);
-        struct config *conf = cfg();
-        if (conf)
-            __sync_fetch_and_add(&conf->run_gen, 1);
+        entered_kvm_run(tid);
         return 0;
     }
     if (cmd != CMD_CREATE_GUEST_MEMFD && cmd != CMD_SET_USER_MEMORY_REGION2 &&
@@ -762,7 +766,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 asid = c->next_asid;
     c->next_asid = asid + 1;
     targets.update(&tgid, &asid);
-    __sync_fetch_and_add(&c->attr_gen, 1); /* cached answers name the old id */
+    bump(&c->attr_gen); /* cached answers name the old id */
     emit(EV_EXEC, 0, 0, 0, 0, 0, 0, asid);
     return 0;
 }

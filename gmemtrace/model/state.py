@@ -46,8 +46,8 @@ _BULK: dict[int, tuple[str, bool]] = {
     Kind.ALLOC: ("pages_allocated", True),
     Kind.FREE: ("pages_freed", True),
 }
-# Hot kinds whose record may stand for several events (a run, or a large folio).
-_PAGE_WEIGHTED = (Kind.HOST_FAULT, Kind.GUEST_FAULT, Kind.ALLOC, Kind.FREE)
+# Hot kinds, whose record may stand for several events (a run, or a large folio).
+_PAGE_WEIGHTED = tuple(kind for kind, (_, weighted) in _BULK.items() if weighted)
 # Kinds whose latency (ns) the event carries, and in which field.
 _LATENCY_FIELD = {Kind.CONVERT: "arg2", Kind.PUNCH: "arg", Kind.FALLOCATE: "arg"}
 
