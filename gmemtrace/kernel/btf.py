@@ -2,11 +2,14 @@
 
 A small reader of the BTF format (Documentation/bpf/btf.rst): it indexes the
 type section once and answers the two questions gmemtrace asks, which
-functions exist and where a member sits inside a struct.
+functions exist and where a member sits inside a struct. Where KVM is a module,
+its types and functions are in the module's split BTF (/sys/kernel/btf/kvm),
+whose type ids and strings continue vmlinux's: `Btf.load()` reads both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,6 +18,9 @@ from pathlib import Path
 from gmemtrace.errors import GmemtraceError
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+# Modules whose BTF holds what the programs read: the guest_memfd functions and
+# KVM's structs (kvm_memory_slot, kvm_vcpu) live in kvm.ko where KVM is a module.
+MODULES = ("kvm",)
 BTF_MAGIC = 0xEB9F
 
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
@@ -52,27 +58,42 @@ class Member:
 class Btf:
     """An index over one BTF blob (vmlinux by default)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, base: Btf | None = None) -> None:
+        """`base`: the BTF that a module's split BTF continues (type ids and strings)."""
         if len(data) < 24:
             raise BtfError("BTF blob too short")
         magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
         if magic != BTF_MAGIC:
             raise BtfError("not a BTF blob (bad magic)")
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-        self._data = data
-        self._types = hdr_len + type_off
+        shift = len(base._data) if base else 0  # this blob follows the base's in _data
+        self._data = (base._data if base else b"") + data
+        self._types = shift + hdr_len + type_off
         self._types_end = self._types + type_len
-        self._strings = hdr_len + str_off
-        self._strings_end = self._strings + str_len
-        self._offsets: list[int] = [0]  # type id -> byte offset of its header; id 0 is void
+        # String offsets below the base's string length are the base's (split BTF).
+        self._base_strings = base._strings if base else 0
+        self._base_str_len = base._str_len if base else 0
+        self._strings = shift + hdr_len + str_off
+        self._str_len = self._base_str_len + str_len
+        # type id -> byte offset of its header; id 0 is void; a split BTF continues its base.
+        self._offsets: list[int] = list(base._offsets) if base else [0]
+        self._first_own_id = len(self._offsets)
+        self.module = ""  # the module whose split BTF this is ("": vmlinux)
         self._index()
 
     @classmethod
-    def load(cls, path: Path = VMLINUX_BTF) -> Btf:
+    def load(cls, path: Path = VMLINUX_BTF, modules: tuple[str, ...] = MODULES) -> Btf:
+        """The kernel's BTF, continued by the first of `modules` loaded with BTF of its own."""
         try:
-            return cls(path.read_bytes())
+            btf = cls(path.read_bytes())
         except OSError as err:
             raise BtfError(f"cannot read kernel BTF at {path}: {err.strerror}") from None
+        for name in modules:
+            with contextlib.suppress(OSError):  # built in, or not loaded: vmlinux has it
+                split = cls(path.with_name(name).read_bytes(), base=btf)
+                split.module = name
+                return split
+        return btf
 
     def _index(self) -> None:
         data, pos, end = self._data, self._types, self._types_end
@@ -84,8 +105,13 @@ class Btf:
             fixed, per_item = _TRAILER.get((info >> 24) & 0x1F, (0, 0))
             pos += 12 + fixed + per_item * (info & 0xFFFF)
 
+    def _string_at(self, name_off: int) -> int:
+        if name_off < self._base_str_len:
+            return self._base_strings + name_off
+        return self._strings + name_off - self._base_str_len
+
     def _name(self, name_off: int) -> str:
-        start = self._strings + name_off
+        start = self._string_at(name_off)
         return self._data[start : self._data.index(b"\0", start)].decode()
 
     def _header(self, type_id: int) -> tuple[int, int, int, int]:
@@ -119,6 +145,11 @@ class Btf:
     def has_function(self, name: str) -> bool:
         return (KIND_FUNC, name) in self._by_kind_and_name
 
+    def function_module(self, name: str) -> str:
+        """Where function `name` is: "vmlinux", or the module whose split BTF has it."""
+        type_id = self._by_kind_and_name[(KIND_FUNC, name)]
+        return self.module if self.module and type_id >= self._first_own_id else "vmlinux"
+
     def _members(self, type_id: int) -> list[tuple[str, int, int, int]]:
         """(name, member type id, bit offset, bitfield size) of a struct or union."""
         _, _, vlen, _ = self._header(type_id)
@@ -151,7 +182,7 @@ class Btf:
             pos = self._offsets[type_id] + 12
             for _ in range(vlen):
                 name_off, value = struct.unpack_from("<Ii", self._data, pos)
-                start = self._strings + name_off
+                start = self._string_at(name_off)
                 if self._data[start : start + len(wanted) + 1] == wanted + b"\0":
                     return int(value)
                 pos += 8

@@ -1,6 +1,7 @@
 """The BTF reader finds functions and member offsets, through anonymous members and typedefs."""
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,32 @@ def test_read_windows_span_their_members_and_refuse_odd_layouts() -> None:
         window_defines({**offsets, "OFF_INODE_I_INO": 40 + 8 * MAX_WINDOW_WORDS})
     with pytest.raises(GmemtraceError, match="OFF_FOLIO_INDEX at 0, 24, 36"):
         window_defines({**offsets, "OFF_FOLIO_INDEX": 36})
+
+
+def test_module_split_btf_continues_the_base_ids_and_strings(tmp_path: Path) -> None:
+    """A module's BTF (/sys/kernel/btf/kvm) numbers its types after vmlinux's and refers
+    to vmlinux's types and strings by their own ids and offsets."""
+    base = BtfBuilder()
+    u64 = base.int_("u64", 8)
+    base.func("vfs_read")
+    split = BtfBuilder()
+    split.strings = bytearray()  # split string offsets start at the base's length
+    split_offset = len(base.strings)
+    real_name = split.name
+
+    def name(text: str) -> int:
+        return real_name(text) + split_offset if text else 0
+
+    split.name = name  # type: ignore[method-assign]
+    split.count = base.count  # ids continue the base's
+    split.record("kvm_memory_slot", 16, [("base_gfn", u64, 0), ("npages", u64, 64)])
+    split.func("kvm_gmem_get_pfn")
+    folder = tmp_path
+    (folder / "vmlinux").write_bytes(base.blob())
+    (folder / "kvm").write_bytes(split.blob())
+    btf = Btf.load(folder / "vmlinux", modules=("kvm",))
+    assert btf.module == "kvm"
+    assert btf.member("kvm_memory_slot", "npages").offset_bytes == 8
+    assert btf.function_module("kvm_gmem_get_pfn") == "kvm"
+    assert btf.function_module("vfs_read") == "vmlinux"
+    assert Btf.load(folder / "vmlinux", modules=("absent",)).module == ""
