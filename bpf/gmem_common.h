@@ -10,6 +10,13 @@
 #include "gmem_event.h"
 
 #define PAGE_SHIFT_ 12
+#define FALLOC_FL_PUNCH_HOLE_ 0x02
+
+/* Pages covering `bytes` bytes. */
+static __always_inline u64 pages_up(u64 bytes)
+{
+    return (bytes + (1ULL << PAGE_SHIFT_) - 1) >> PAGE_SHIFT_;
+}
 #define BPF_RB_NO_WAKEUP_ 1
 
 struct config {
@@ -18,7 +25,7 @@ struct config {
     u32 next_asid;   /* address space ids handed out at exec */
     u32 attr_gen;    /* bumped when a mapping or an address space id changes (tracepoint tier) */
     u32 run_gen;     /* bumped when a thread enters or leaves KVM_RUN (tracepoint tier) */
-    u32 pad;
+    u32 kvm_faults_seen; /* kvm:kvm_page_fault fires on this kernel (tracepoint tier) */
 };
 
 BPF_ARRAY(config, struct config, 1);

@@ -23,7 +23,6 @@
 
 #define SIGBUS_ 7
 #define BUS_ADRERR_ 2
-#define FALLOC_FL_PUNCH_HOLE_ 0x02
 #define KVM_MEM_GUEST_MEMFD_ (1 << 2)
 #define KVM_MEMORY_ATTRIBUTE_PRIVATE_ (1ULL << 3)
 #define ADDR_BITS 48 /* user address space of x86-64 4-level paging */
@@ -108,7 +107,9 @@ BPF_PERCPU_ARRAY(pending, struct pending_fault, 1);
 BPF_PERCPU_ARRAY(runs, struct run, N_RUNS);
 BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
 
-BPF_HASH(in_run, u32, u8, 16384);            /* tid inside KVM_RUN */
+/* tid inside KVM_RUN -> its vCPU's struct kvm_run (0: not known), where a
+ * memory fault exit's gpa is. */
+BPF_HASH(in_run, u32, u64, 16384);
 
 /* Per CPU, for the page-cache programs: the guest_memfd inode last seen here,
  * and whether thread `tid` was inside KVM_RUN as of config.run_gen (only the
@@ -146,11 +147,27 @@ static __always_inline u16 inside_kvm_run(u32 tid)
     return pc->inside;
 }
 
-static __always_inline void entered_kvm_run(u32 tid)
+/* The struct kvm_run of the vCPU behind fd (file->private_data is the vCPU). */
+static __always_inline u64 vcpu_run_of_fd(u64 fd)
 {
-    u8 one = 1;
+#if OFF_KVM_VCPU_RUN >= 0
+    void *file = fd_file(fd), *vcpu = NULL;
+    u64 run = 0;
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&vcpu, sizeof(vcpu), file + OFF_FILE_PRIVATE_DATA);
+    if (vcpu)
+        bpf_probe_read_kernel(&run, sizeof(run), vcpu + OFF_KVM_VCPU_RUN);
+    return run;
+#else
+    return 0; /* struct kvm_vcpu not in this kernel's BTF */
+#endif
+}
+
+static __always_inline void entered_kvm_run(u32 tid, u64 run)
+{
     struct config *c = cfg();
-    in_run.update(&tid, &one);
+    in_run.update(&tid, &run);
     if (c)
         bump(&c->run_gen);
 }
@@ -407,6 +424,39 @@ TRACEPOINT_PROBE(signal, signal_generate)
     return 0;
 }
 
+/* --- guest faults ------------------------------------------------------------ */
+
+/* Whether a page entering a guest_memfd inside KVM_RUN is counted as a guest
+ * fault: not when the function tier takes guest faults (kvm_gmem_get_pfn), nor
+ * once KVM's own kvm_page_fault tracepoint has fired on this kernel (it sees
+ * every fault; on some kernels, such as PVM's, it never fires). */
+static __always_inline int guest_fault_by_page(void)
+{
+#ifdef FN_GUEST_FAULT
+    return 0;
+#else
+    struct config *c = cfg();
+    return !c || !c->kvm_faults_seen;
+#endif
+}
+
+#if defined(HAVE_TP_KVM_PAGE_FAULT) && !defined(FN_GUEST_FAULT)
+/* Every nested page fault of a vCPU, by guest physical address: the model finds
+ * the guest_memfd page through the memslots and the VM's memory attributes. */
+TRACEPOINT_PROBE(kvm, kvm_page_fault)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct config *c = cfg();
+    if (c && !c->kvm_faults_seen)
+        c->kvm_faults_seen = 1;
+    if (!traced_asid(id >> 32))
+        return 0;
+    u64 gpa = args->fault_address;
+    emit(EV_GUEST_FAULT, GUEST_FAULT_BY_GPA, 0, 0, gpa >> PAGE_SHIFT_, 1, gpa, args->error_code);
+    return 0;
+}
+#endif
+
 /* --- pages entering and leaving guest_memfds -------------------------------- */
 
 struct page_id {
@@ -495,7 +545,7 @@ RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
     if (!gmem_folio((void *)ctx->args[0], &page))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    u16 guest = inside_kvm_run(tid);
+    u16 guest = guest_fault_by_page() && inside_kvm_run(tid);
     if (streaming()) {
         u64 ts = bpf_ktime_get_ns();
         if (guest)
@@ -536,7 +586,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
     u32 tid = (u32)id;
     u32 cmd = args->cmd;
     if (cmd == CMD_KVM_RUN) {
-        entered_kvm_run(tid);
+        entered_kvm_run(tid, vcpu_run_of_fd(args->fd));
         return 0;
     }
     if (cmd != CMD_CREATE_GUEST_MEMFD && cmd != CMD_SET_USER_MEMORY_REGION2 &&
@@ -566,16 +616,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
     u64 latency = bpf_ktime_get_ns() - c.ts;
 
     if (c.cmd == CMD_CREATE_GUEST_MEMFD) {
+#ifndef FN_CREATE
         struct inode_id inode = {};
         if (ret >= 0 && file_inode_id(fd_file(ret), &inode))
             gmem_inodes.update(&inode.ino, &inode.dev);
         /* args: size, flags */
         emit(EV_CREATE, 0, result, inode.ino, 0, c.a[0] >> PAGE_SHIFT_, c.a[1], inode.dev);
+#endif
     } else if (c.cmd == CMD_SET_USER_MEMORY_REGION2) {
+#ifndef FN_BIND
         /* slot | flags << 32, gpa, size, userspace_addr, guest_memfd_offset, guest_memfd */
         if ((c.a[0] >> 32) & KVM_MEM_GUEST_MEMFD_)
             emit(EV_BIND, 0, result, c.ino, c.a[4] >> PAGE_SHIFT_, c.a[2] >> PAGE_SHIFT_,
                  c.a[1], (u32)c.a[0]);
+#endif
     } else {
         /* offset or gpa, size, attributes (none for KVM_GMEM_CONVERT_*) */
         u16 flags;
@@ -593,8 +647,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
         if (c.cmd != CMD_SET_MEMORY_ATTRIBUTES && !c.ino)
             return 0; /* the same ioctl numbers on something that is not a guest_memfd */
         record_latency(EV_CONVERT, latency);
-        emit(EV_CONVERT, flags, result, c.ino, c.a[0] >> PAGE_SHIFT_,
-             (c.a[1] + 4095) >> PAGE_SHIFT_, c.a[0], latency);
+        emit(EV_CONVERT, flags, result, c.ino, c.a[0] >> PAGE_SHIFT_, pages_up(c.a[1]), c.a[0],
+             latency);
     }
     return 0;
 }
@@ -606,12 +660,20 @@ TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
     u64 id = bpf_get_current_pid_tgid();
     if (!traced_asid(id >> 32))
         return 0;
-    emit(EV_MEMORY_FAULT_EXIT, 0, args->errno, 0, 0, 0, 0, 0);
+    /* struct kvm_run's exit union is at byte 32: memory_fault { flags, gpa, size } */
+    u32 tid = (u32)id;
+    u64 fault[3] = {};
+    u64 *run = in_run.lookup(&tid);
+    if (run && *run)
+        bpf_probe_read_kernel(fault, sizeof(fault), (void *)(*run + 32));
+    emit(EV_MEMORY_FAULT_EXIT, fault[0], args->errno, 0, fault[1] >> PAGE_SHIFT_,
+         pages_up(fault[2]), fault[1], fault[2]);
     return 0;
 }
 
 /* --- fallocate: allocation and hole punching ------------------------------- */
 
+#ifndef FN_PUNCH
 TRACEPOINT_PROBE(syscalls, sys_enter_fallocate)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -640,12 +702,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fallocate)
     s32 ret = args->ret;
     u16 kind = (c.a[0] & FALLOC_FL_PUNCH_HOLE_) ? EV_PUNCH : EV_FALLOCATE;
     u64 first = c.a[1] >> PAGE_SHIFT_;
-    u64 end = (c.a[1] + c.a[2] + 4095) >> PAGE_SHIFT_;
+    u64 end = pages_up(c.a[1] + c.a[2]);
     u64 latency = bpf_ktime_get_ns() - c.ts;
     record_latency(kind, latency);
     emit(kind, c.a[0], ret < 0 ? ret : 0, c.ino, first, end - first, latency, 0);
     return 0;
 }
+#endif
 
 /* --- mappings: mmap, munmap, mremap, fork, exec ---------------------------- */
 
@@ -675,7 +738,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mmap)
     struct call c = *p;
     calls.delete(&tid);
     long ret = args->ret;
-    u64 pages = (c.a[0] + 4095) >> PAGE_SHIFT_;
+    u64 pages = pages_up(c.a[0]);
     u32 asid = traced_asid(id >> 32);
     if (ret < 0 && ret > -4096) {
         emit(EV_MMAP, 0, ret, c.ino, c.a[1] >> PAGE_SHIFT_, pages, 0, asid);
@@ -732,8 +795,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mremap)
     if (ret < 0 && ret > -4096)
         return 0;
     u32 asid = traced_asid(id >> 32);
-    u64 old_pages = (c.a[0] + 4095) >> PAGE_SHIFT_;
-    u64 pages = (c.a[1] + 4095) >> PAGE_SHIFT_;
+    u64 old_pages = pages_up(c.a[0]);
+    u64 pages = pages_up(c.a[1]);
     unmap_range(asid, c.a[3], c.a[3] + (old_pages << PAGE_SHIFT_));
     map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.a[2]);
     emit(EV_MREMAP, 0, 0, c.ino, c.a[2], pages, ret, c.a[3]);

@@ -44,7 +44,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from gmemtrace.probes.plan import TIERS
+    from gmemtrace.probes.plan import FORCEABLE
     from gmemtrace.workload import PATTERNS, SCENARIOS
 
     parser = Parser(
@@ -115,7 +115,7 @@ def build_parser() -> Parser:
     )
     _add_target_options(record)
     record.add_argument("-o", "--output", type=Path, required=True, help="the trace file")
-    record.add_argument("--tier", choices=TIERS, help="force one probe tier")
+    record.add_argument("--tier", choices=FORCEABLE, help="force one probe tier")
     record.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     record.add_argument(
         "command",
@@ -129,7 +129,7 @@ def build_parser() -> Parser:
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
     probes = commands.add_parser("probes", help="show which probe serves each event here, and why")
-    probes.add_argument("--tier", choices=TIERS, help="plan with only this tier")
+    probes.add_argument("--tier", choices=FORCEABLE, help="plan with only this tier")
     probes.add_argument("--json", action="store_true")
     probes.add_argument(
         "--ebpf",
@@ -396,12 +396,15 @@ def cmd_probes(args: argparse.Namespace) -> int:
     from gmemtrace.tracer import prepare
 
     if args.ebpf:
-        from gmemtrace.kernel.btf import Btf
         from gmemtrace.probes.bcc_backend import program_text
+        from gmemtrace.probes.plan import function_events
         from gmemtrace.probes.tracepoints import SOURCES, program_defines
         from gmemtrace.tracer import RINGBUF_PAGES
 
-        defines = program_defines(Btf.load(), RINGBUF_PAGES)
+        setup = prepare(args.tier)
+        defines = program_defines(
+            setup.btf, RINGBUF_PAGES, function_events(setup.plan), setup.tracefs
+        )
         print("\n".join(f"#define {name} {value}" for name, value in defines.items()))
         print(program_text(*SOURCES))
         return EXIT_OK

@@ -52,6 +52,10 @@ COUNTERS = (
     "conversions_to_private",
 )
 
+# EV_GUEST_FAULT flags: where the fault was seen (bpf/gmem_event.h).
+GUEST_FAULT_TIMED = 0x1  # kvm_gmem_get_pfn: with its result and latency
+GUEST_FAULT_BY_GPA = 0x2  # kvm:kvm_page_fault: by guest physical address
+
 CONV_TO_PRIVATE = 0x1
 CONV_IFACE_ATTRIBUTES2 = 0x10
 CONV_IFACE_VM_ATTRIBUTES = 0x20

@@ -8,7 +8,9 @@ The JSON form is a contract for scripts:
              "pages_allocated", "pages_freed", "hole_punches", "conversions_to_shared",
              "conversions_to_private", "conversion_attempts"}],
  "conversions": [{"ts_ns", "pid", "tid", "ino", "first", "count", "to", "interface",
-                  "result", "latency_ns"}]}
+                  "result", "latency_ns"}],
+ "memory_fault_exits": {"count", "exits": [{"ts_ns", "pid", "tid", "gpa", "size",
+                                            "private", "ino", "page"}]}}
 Shareability page counts are as of the end of the trace; the rest are totals.
 """
 
@@ -81,6 +83,12 @@ def build_report(
         "probes": probes,
         "inodes": inodes,
         "conversions": model.conversions,
+        # KVM_EXIT_MEMORY_FAULT: the guest wanted a range private (or shared) that is not;
+        # ino/page: the guest_memfd page the gpa maps to, if a memslot binds it to one.
+        "memory_fault_exits": {
+            "count": len(model.memory_fault_exits),
+            "exits": model.memory_fault_exits,
+        },
     }
 
 
@@ -143,6 +151,13 @@ def to_table(report: dict[str, Any]) -> RenderableType:
                 style="red",
             )
         )
+    exits = report.get("memory_fault_exits", {}).get("exits", [])
+    if exits:
+        lines.append(Text(f"memory fault exits: {len(exits)}", style="yellow"))
+        for e in exits:
+            where = f"ino {e['ino']} page {e['page']}" if e["ino"] else "no guest_memfd"
+            kind = "private" if e["private"] else "shared"
+            lines.append(Text(f"  gpa {e['gpa']:#x} +{e['size']:#x} {kind} ({where})"))
     if not trace["complete"]:
         lines.append(Text(f"incomplete trace: {trace['problem']}", style="bold yellow"))
     return Group(*lines)

@@ -107,7 +107,13 @@ RINGBUF_PAGES = 16384
 def attach(setup: Setup, pids: list[int] | None, stream_hot: bool = True) -> TracepointSource:
     """Load and attach the probes for `pids` (None: every process; []: nobody yet)."""
     return TracepointSource(
-        setup.headers, setup.btf, pids, stream_hot=stream_hot, ringbuf_pages=RINGBUF_PAGES
+        setup.headers,
+        setup.btf,
+        pids,
+        stream_hot=stream_hot,
+        ringbuf_pages=RINGBUF_PAGES,
+        functions=probe_plan.function_events(setup.plan),
+        tracefs=setup.tracefs,
     )
 
 

@@ -66,15 +66,16 @@ class Btf:
         if magic != BTF_MAGIC:
             raise BtfError("not a BTF blob (bad magic)")
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-        shift = len(base._data) if base else 0  # this blob follows the base's in _data
-        self._data = (base._data if base else b"") + data
+        base_data: bytes = base._data if base else b""
+        shift = len(base_data)  # this blob follows the base's in _data
+        self._data: bytes = base_data + data
         self._types = shift + hdr_len + type_off
         self._types_end = self._types + type_len
         # String offsets below the base's string length are the base's (split BTF).
-        self._base_strings = base._strings if base else 0
-        self._base_str_len = base._str_len if base else 0
-        self._strings = shift + hdr_len + str_off
-        self._str_len = self._base_str_len + str_len
+        self._base_strings: int = base._strings if base else 0
+        self._base_str_len: int = base._str_len if base else 0
+        self._strings: int = shift + hdr_len + str_off
+        self._str_len: int = self._base_str_len + str_len
         # type id -> byte offset of its header; id 0 is void; a split BTF continues its base.
         self._offsets: list[int] = list(base._offsets) if base else [0]
         self._first_own_id = len(self._offsets)

@@ -179,6 +179,25 @@ KVM_SET_MEMORY_ATTRIBUTES2 = _iowr(KVMIO, 0xD2, ctypes.sizeof(MemoryAttributes2)
 KVM_GMEM_CONVERT_SHARED = _iowr(KVM_GMEM_IO, 0x41, ctypes.sizeof(GmemConvert))
 KVM_GMEM_CONVERT_PRIVATE = _iowr(KVM_GMEM_IO, 0x42, ctypes.sizeof(GmemConvert))
 
+# VM types (KVM_CREATE_VM's argument on x86; KVM_CAP_VM_TYPES is a mask of them).
+KVM_X86_DEFAULT_VM = 0
+KVM_X86_SW_PROTECTED_VM = 1
+VM_TYPE_NAMES = {
+    0: "KVM_X86_DEFAULT_VM",
+    1: "KVM_X86_SW_PROTECTED_VM",
+    2: "KVM_X86_SEV_VM",
+    3: "KVM_X86_SEV_ES_VM",
+    4: "KVM_X86_SNP_VM",
+    5: "KVM_X86_TDX_VM",
+}
+
+
+def vm_types(mask: int) -> list[int]:
+    """The VM types in a KVM_CAP_VM_TYPES mask (a kernel without the capability: the
+    default type only)."""
+    return [t for t in range(64) if mask >> t & 1] or [KVM_X86_DEFAULT_VM]
+
+
 KVM_MEM_GUEST_MEMFD = 1 << 2
 KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3
 KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gmemtrace.errors import GmemtraceError
-from gmemtrace.kernel.btf import Btf
+from gmemtrace.kernel.btf import Btf, BtfError
 
 # -D name -> (struct, member). Never from headers: their layouts are another kernel's.
 MEMBERS = {
@@ -28,15 +28,21 @@ MEMBERS = {
 ENUMERATORS = {"PG_HEAD_BIT": "PG_head"}
 
 
-# What the function probes read besides (bpf/gmem_functions.c).
+# What the function probes read besides (bpf/gmem_functions.c): memslots.
 FUNCTION_MEMBERS = {
-    "OFF_VM_FAULT_VMA": ("vm_fault", "vma"),
-    "OFF_VM_FAULT_PGOFF": ("vm_fault", "pgoff"),
-    "OFF_VM_FAULT_ADDRESS": ("vm_fault", "address"),
-    "OFF_VMA_VM_FILE": ("vm_area_struct", "vm_file"),
     "OFF_SLOT_BASE_GFN": ("kvm_memory_slot", "base_gfn"),
+    "OFF_SLOT_NPAGES": ("kvm_memory_slot", "npages"),
+    "OFF_SLOT_ID": ("kvm_memory_slot", "id"),
     "OFF_SLOT_GMEM_FILE": ("kvm_memory_slot", "gmem.file"),
     "OFF_SLOT_GMEM_PGOFF": ("kvm_memory_slot", "gmem.pgoff"),
+}
+
+# Read where the kernel's BTF has them, else -1 (the program does without): a vCPU's
+# struct kvm_run, for the gpa of a memory fault exit. KVM's structs are in the kvm
+# module's BTF, absent while KVM is not loaded.
+OPTIONAL_MEMBERS = {
+    "OFF_FILE_PRIVATE_DATA": ("file", "private_data"),
+    "OFF_KVM_VCPU_RUN": ("kvm_vcpu", "run"),
 }
 
 
@@ -65,10 +71,22 @@ def window_defines(offsets: dict[str, int]) -> dict[str, int]:
     return defines
 
 
-def offset_defines(btf: Btf, members: dict[str, tuple[str, str]] = MEMBERS) -> dict[str, int]:
-    """{-D name: byte offset} for every entry of `members`, the ENUMERATORS' values, and
-    the WINDOWS over them."""
+def offset_defines(
+    btf: Btf, members: dict[str, tuple[str, str]] = MEMBERS, windows: bool = True
+) -> dict[str, int]:
+    """{-D name: byte offset} for every entry of `members`; with `windows`, the
+    ENUMERATORS' values, the WINDOWS over them and the OPTIONAL_MEMBERS (-1: absent)."""
     defines = {name: btf.member(s, m).offset_bytes for name, (s, m) in members.items()}
-    defines.update(window_defines(defines))
-    defines.update({name: btf.enumerator(e) for name, e in ENUMERATORS.items()})
+    if windows:
+        defines.update(window_defines(defines))
+        defines.update({name: btf.enumerator(e) for name, e in ENUMERATORS.items()})
+        defines.update(optional_offsets(btf))
     return defines
+
+
+def optional_offsets(btf: Btf) -> dict[str, int]:
+    """OPTIONAL_MEMBERS' offsets, all or none (-1 each) when one is missing."""
+    try:
+        return {name: btf.member(s, m).offset_bytes for name, (s, m) in OPTIONAL_MEMBERS.items()}
+    except BtfError:
+        return dict.fromkeys(OPTIONAL_MEMBERS, -1)

@@ -15,8 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from gmemtrace.events import CONV_INTERFACES, CONV_TO_PRIVATE, COUNTERS, Kind
-from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, PAGE_SIZE
+from gmemtrace.events import (
+    CONV_INTERFACES,
+    CONV_TO_PRIVATE,
+    COUNTERS,
+    GUEST_FAULT_BY_GPA,
+    GUEST_FAULT_TIMED,
+    Kind,
+)
+from gmemtrace.kernel.kvm import (
+    GUEST_MEMFD_FLAG_INIT_SHARED,
+    GUEST_MEMFD_FLAG_MMAP,
+    KVM_MEMORY_EXIT_FLAG_PRIVATE,
+    PAGE_SIZE,
+)
 from gmemtrace.model.intervals import IntervalMap
 
 DISCOVERED = 0x1  # CREATE/MMAP found in /proc at attach (probes/tracepoints.py)
@@ -48,8 +60,15 @@ _BULK: dict[int, tuple[str, bool]] = {
 }
 # Hot kinds, whose record may stand for several events (a run, or a large folio).
 _PAGE_WEIGHTED = tuple(kind for kind, (_, weighted) in _BULK.items() if weighted)
-# Kinds whose latency (ns) the event carries, and in which field.
-_LATENCY_FIELD = {Kind.CONVERT: "arg2", Kind.PUNCH: "arg", Kind.FALLOCATE: "arg"}
+# Kinds whose latency (ns) the event carries, in which field, and the flag that says
+# it does (0: always).
+_LATENCY_FIELD = {
+    Kind.CONVERT: ("arg2", 0),
+    Kind.PUNCH: ("arg", 0),
+    Kind.FALLOCATE: ("arg", 0),
+    Kind.GUEST_FAULT: ("arg2", GUEST_FAULT_TIMED),
+}
+GFN_SPACE = 1 << 52  # guest frame numbers: 64-bit guest physical addresses, 4 KiB pages
 
 
 @dataclass
@@ -134,7 +153,10 @@ class Model:
     # Inodes whose number a later guest_memfd reused (after the first was released).
     retired: list[InodeState] = field(default_factory=list)
     bindings: list[Binding] = field(default_factory=list)
+    # Per process (one VM each): the guest frames KVM_SET_MEMORY_ATTRIBUTES made private.
+    vm_private: dict[int, IntervalMap[bool]] = field(default_factory=dict)
     conversions: list[dict[str, Any]] = field(default_factory=list)
+    memory_fault_exits: list[dict[str, Any]] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)
     per_pid: dict[int, dict[str, int]] = field(default_factory=dict)
     per_thread: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
@@ -186,7 +208,10 @@ class Model:
             self.first_ns = int(times.min()) if self.first_ns is None else self.first_ns
             self.last_ns = max(self.last_ns or 0, int(times.max()))
             self.pids.update(np.unique(events["pid"][traced]).tolist())
-        hot = np.isin(kinds, _PAGE_WEIGHTED)
+        # Guest faults by guest physical address are found one by one, in order with the
+        # bindings and conversions that say which guest_memfd page each one is.
+        by_gpa = (kinds == Kind.GUEST_FAULT) & ((events["flags"] & GUEST_FAULT_BY_GPA) != 0)
+        hot = np.isin(kinds, _PAGE_WEIGHTED) & ~by_gpa
         pages = events["count"][hot]
         self.events_applied += int(events.size) + int(pages.sum()) - int(pages.size)
         rare = events[~hot]
@@ -194,9 +219,11 @@ class Model:
             self._apply_rare(ev)
         self._apply_faults(events, kinds == Kind.HOST_FAULT)
         self._apply_pages(events, (kinds == Kind.ALLOC) | (kinds == Kind.FREE))
+        if by_gpa.any():
+            events, kinds = events[~by_gpa], kinds[~by_gpa]
         self._count(events, kinds)
         self._name(rare)  # hot events carry no comm (bpf/gmem_common.h)
-        self._latencies(rare)
+        self._latencies(events)
 
     def _count(self, events: np.ndarray, kinds: np.ndarray) -> None:
         """Bulk counters per inode, per process and per thread (on columns: masking
@@ -229,8 +256,11 @@ class Model:
                 self.comms[pid] = comm.decode(errors="replace")
 
     def _latencies(self, events: np.ndarray) -> None:
-        for kind, column in _LATENCY_FIELD.items():
-            values = events[column][events["kind"] == kind]
+        for kind, (column, flag) in _LATENCY_FIELD.items():
+            chosen = events["kind"] == kind
+            if flag:
+                chosen &= (events["flags"] & flag) != 0
+            values = events[column][chosen]
             if values.size == 0:
                 continue
             slots = np.floor(np.log2(np.maximum(values, 1).astype(np.float64))).astype(np.int64)
@@ -296,6 +326,23 @@ class Model:
             self.inode(ino, ts).counts["hole_punches"] += 1
         elif kind == Kind.CONVERT:
             self._apply_conversion(ev)
+        elif kind == Kind.GUEST_FAULT:  # by gpa (kvm:kvm_page_fault)
+            self._apply_guest_fault_by_gpa(ev)
+        elif kind == Kind.MEMORY_FAULT_EXIT:
+            pid, gpa = int(ev["pid"]), int(ev["arg"])
+            located = self.locate_gfn(pid, gpa // PAGE_SIZE) if ev["arg2"] else None
+            self.memory_fault_exits.append(
+                {
+                    "ts_ns": ts,
+                    "pid": pid,
+                    "tid": int(ev["tid"]),
+                    "gpa": gpa,
+                    "size": int(ev["arg2"]),
+                    "private": bool(ev["flags"] & KVM_MEMORY_EXIT_FLAG_PRIVATE),
+                    "ino": located[0] if located else None,
+                    "page": located[1] if located else None,
+                }
+            )
         elif kind == Kind.LOST:
             total = int(ev["count"])
             if total > self.lost_events:
@@ -304,12 +351,37 @@ class Model:
         elif kind == Kind.END:
             self.ended = True
 
+    def _apply_guest_fault_by_gpa(self, ev: np.void) -> None:
+        """A vCPU's fault on a guest frame: a guest_memfd fault where a memslot binds the
+        frame to a guest_memfd and KVM takes it from there: the frame is private, or the
+        guest_memfd is mappable (6.18: such memslots take every access from it)."""
+        pid, gfn = int(ev["pid"]), int(ev["first"])
+        located = self.locate_gfn(pid, gfn)
+        if located is None:
+            return  # memory outside guest_memfd
+        ino, page = located
+        state = self.inode(ino, int(ev["ts_ns"]))
+        private = pid in self.vm_private and self.vm_private[pid].get(gfn)
+        if not private and not (state.flags or 0) & GUEST_MEMFD_FLAG_MMAP:
+            return  # a shared frame: KVM maps the memslot's host memory, not guest_memfd
+        state.grow(page + 1)
+        counter = "guest_faults"
+        state.counts[counter] += 1
+        self.per_pid.setdefault(pid, dict.fromkeys(COUNTERS, 0))[counter] += 1
+        tid = int(ev["tid"])
+        self.per_thread.setdefault((pid, tid), dict.fromkeys(COUNTERS, 0))[counter] += 1
+
     def _apply_conversion(self, ev: np.void) -> None:
         flags, ts = int(ev["flags"]), int(ev["ts_ns"])
         to_private = bool(flags & CONV_TO_PRIVATE)
         interface = next((n for bit, n in CONV_INTERFACES.items() if flags & bit), "kernel")
         ino, first = int(ev["ino"]), int(ev["first"])
         if interface == "KVM_SET_MEMORY_ATTRIBUTES":  # by guest physical address
+            if ev["result"] == 0:
+                attributes = self.vm_private.setdefault(
+                    int(ev["pid"]), IntervalMap(GFN_SPACE, False)
+                )
+                attributes.assign(first, first + int(ev["count"]), to_private)
             located = self.locate_gfn(int(ev["pid"]), first)
             ino, first = located if located else (0, first)
         self.conversions.append(

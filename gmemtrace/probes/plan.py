@@ -1,8 +1,9 @@
 """The probe plan: for each logical event, the tier and attach point chosen on this kernel, and why.
 
-Tiers, best first: fentry/fexit on guest_memfd functions, kprobes on the same,
-then stable tracepoints. A tier is tried for real (a tiny program of its type
-is loaded) and each event falls back on its own.
+Tiers, best first: function probes on the guest_memfd functions themselves
+(kprobes; fentry is shown with why it is not used), then stable tracepoints.
+Each event takes the best tier that loads here and sees it; every rejection
+says why. Whatever the tiers, the events reach one ring buffer and one model.
 """
 
 from __future__ import annotations
@@ -15,30 +16,41 @@ from gmemtrace.errors import GmemtraceError, UsageError
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.headers import Headers, cache_dir
 from gmemtrace.kernel.kallsyms import symbols_containing
+from gmemtrace.probes.functions import FUNCTIONS
 
 FENTRY, KPROBE, TRACEPOINT = "fentry", "kprobe", "tracepoint"
 TIERS = (FENTRY, KPROBE, TRACEPOINT)
+FORCEABLE = (KPROBE, TRACEPOINT)  # what --tier accepts: the tiers that collect somewhere
 
-# Candidate functions per event: mainline names, then the conversion series'.
-FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "create": ("kvm_gmem_create",),
-    "bind": ("kvm_gmem_bind",),
-    "host_fault": ("kvm_gmem_fault_user_mapping", "kvm_gmem_fault", "kvm_gmem_fault_shared"),
-    "host_fault_refused": (
-        "kvm_gmem_fault_user_mapping",
-        "kvm_gmem_fault",
-        "kvm_gmem_fault_shared",
-    ),
-    "guest_fault": ("kvm_gmem_get_pfn",),
-    "alloc": (),
-    "free": (),
-    "punch": ("kvm_gmem_fallocate",),
-    "convert": ("kvm_gmem_convert_range", "kvm_gmem_set_attributes"),
-    "memory_fault_exit": (),
-    "shareability_setup": ("kvm_gmem_shareability_setup",),
-    "release": ("kvm_gmem_release",),
+EVENTS = (
+    "create",
+    "bind",
+    "host_fault",
+    "host_fault_refused",
+    "guest_fault",
+    "alloc",
+    "free",
+    "punch",
+    "convert",
+    "memory_fault_exit",
+    "shareability_setup",
+    "release",
+)
+
+# Why the function tier does not take an event that has no entry in FUNCTIONS.
+_UNTESTED = "no kernel tested here has both that function and kprobes"
+NO_FUNCTION = {
+    "host_fault": f"kvm_gmem_fault_user_mapping exists where guest_memfd mmap does (6.18); "
+    f"{_UNTESTED}; the tracepoint tier is exact",
+    "host_fault_refused": f"kvm_gmem_fault_user_mapping (6.18): {_UNTESTED}",
+    "alloc": "no guest_memfd function marks it; the tracepoint is exact",
+    "free": "no guest_memfd function marks it; the tracepoint is exact",
+    "convert": "requests are decoded at the ioctl on every kernel; the in-place conversion "
+    f"series' functions: {_UNTESTED}",
+    "memory_fault_exit": "no guest_memfd function marks it; the tracepoint is exact",
+    "shareability_setup": f"only the May 2025 RFC's kvm_gmem_shareability_setup marks it; "
+    f"{_UNTESTED}",
 }
-
 # What the tracepoint tier attaches for each event: (attach point, tracepoints it needs),
 # or (None, why it cannot see the event).
 TRACEPOINTS: dict[str, tuple[str | None, tuple[str, ...] | str]] = {
@@ -75,10 +87,19 @@ TRACEPOINTS: dict[str, tuple[str | None, tuple[str, ...] | str]] = {
         "syscalls:sys_enter/exit_ioctl KVM_SET_MEMORY_ATTRIBUTES[2], KVM_GMEM_CONVERT_*",
         ("syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"),
     ),
-    "memory_fault_exit": ("kvm:kvm_userspace_exit reason 39", ("kvm/kvm_userspace_exit",)),
-    "shareability_setup": (None, "no tracepoint marks it; needs a function probe"),
+    "memory_fault_exit": (
+        "kvm:kvm_userspace_exit reason 39, gpa from the vCPU's kvm_run",
+        ("kvm/kvm_userspace_exit",),
+    ),
+    "shareability_setup": (None, "no tracepoint marks it"),
     "release": (None, "no tracepoint marks the last close of a guest_memfd"),
 }
+# Where KVM's own tracepoint fires, it sees every guest fault, not only allocating ones.
+KVM_PAGE_FAULT = "kvm/kvm_page_fault"
+GUEST_FAULT_BY_GPA = (
+    "kvm:kvm_page_fault by gpa through the memslots (every fault); where it never fires "
+    "(PVM), filemap:mm_filemap_add_to_page_cache inside KVM_RUN (allocating faults only)"
+)
 
 
 @dataclass
@@ -124,14 +145,19 @@ def make_plan(
     kallsyms: Path = Path("/proc/kallsyms"),
 ) -> list[Choice]:
     """Choose a tier per event: the best one that loads and sees the event here."""
-    if force is not None and force not in TIERS:
-        raise UsageError(f"unknown tier {force!r}; choose from {', '.join(TIERS)}")
+    if force is not None and force not in FORCEABLE:
+        raise UsageError(f"unknown tier {force!r}; choose from {', '.join(FORCEABLE)}")
     in_kallsyms = set(symbols_containing("kvm_gmem", kallsyms))
     plan = []
-    for event, functions in FUNCTIONS.items():
+    for event in EVENTS:
+        functions = FUNCTIONS.get(event, ())
         choice = Choice(event, None, "")
         for tier in TIERS:
             if force is not None and tier != force:
+                continue
+            if tier != TRACEPOINT and not functions:
+                if tier == FENTRY or force == KPROBE:  # said once for both function tiers
+                    choice.rejected.append(("function", NO_FUNCTION[event]))
                 continue
             why = _reject(tier, event, functions, btf, in_kallsyms, loads, tracefs)
             if why:
@@ -140,11 +166,18 @@ def make_plan(
             choice.tier = tier
             if tier == TRACEPOINT:
                 choice.attach = str(TRACEPOINTS[event][0])
+                if event == "guest_fault" and _tracepoint_exists(tracefs, KVM_PAGE_FAULT):
+                    choice.attach = GUEST_FAULT_BY_GPA
             else:
                 choice.attach = f"{tier}:{_present(functions, btf, in_kallsyms)}"
             break
         plan.append(choice)
     return plan
+
+
+def function_events(plan: list[Choice]) -> dict[str, str]:
+    """{event: function} for the events the plan gives the function tier."""
+    return {c.event: c.attach.split(":", 1)[1] for c in plan if c.tier in (FENTRY, KPROBE)}
 
 
 def _present(functions: tuple[str, ...], btf: Btf, in_kallsyms: set[str]) -> str:
@@ -169,16 +202,18 @@ def _reject(
         if missing:
             return f"tracepoint absent: {', '.join(missing)}"
         return f"tracepoints do not load: {loads[TRACEPOINT]}" if loads.get(TRACEPOINT) else ""
-    if not functions:
-        return "no guest_memfd function marks this event; the tracepoint is exact"
     name = _present(functions, btf, in_kallsyms)
     if not name:
         return f"symbol absent ({', '.join(functions)})"
-    if tier == FENTRY and not btf.has_function(name):
-        return f"{name} not in BTF"
-    if loads.get(tier):
-        return loads[tier]
-    return "function probes attach only from the tracepoint source in this version"
+    if tier == FENTRY:
+        if not btf.has_function(name):
+            return f"{name} not in BTF"
+        if (module := btf.function_module(name)) != "vmlinux":
+            return f"bcc 0.26 attaches fentry only to vmlinux functions ({name} is in {module})"
+        if loads.get(FENTRY):
+            return loads[FENTRY]
+        return "not offered: never seen collecting on a kernel where it loads"
+    return loads.get(tier, "")
 
 
 def plan_json(plan: list[Choice]) -> dict[str, str]:

@@ -1,4 +1,6 @@
-"""The tracepoint tier: loads bpf/gmem_tracepoints.c and turns it into event batches."""
+"""The probes: bpf/gmem_tracepoints.c, with the function tier's kprobes (bpf/gmem_functions.c)
+compiled in for the events the plan gave them, loaded as one program and drained as event
+batches."""
 
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ from gmemtrace.kernel.headers import Headers
 from gmemtrace.kernel.offsets import offset_defines
 from gmemtrace.kernel.procfs import GmemMapping, descendants, gmem_files, gmem_mappings
 from gmemtrace.probes.bcc_backend import compile_program
+from gmemtrace.probes.functions import function_defines
+from gmemtrace.probes.plan import KVM_PAGE_FAULT
 from gmemtrace.probes.ringbuf import RingReader
 from gmemtrace.probes.vmas import blocks
 
-SOURCES = ("gmem_common.h", "gmem_tracepoints.c")
+SOURCES = ("gmem_common.h", "gmem_tracepoints.c", "gmem_functions.c")
 N_RUNS = 3  # bpf/gmem_tracepoints.c: RUN_FAULT, RUN_ALLOC, RUN_FREE
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
@@ -40,10 +44,20 @@ IOCTLS = {
 }
 
 
-def program_defines(btf: Btf, ringbuf_pages: int) -> dict[str, str | int]:
+def program_defines(
+    btf: Btf,
+    ringbuf_pages: int,
+    functions: dict[str, str] | None = None,
+    tracefs: Path = Path("/sys/kernel/tracing"),
+) -> dict[str, str | int]:
+    """-D defines: ioctl numbers, BTF offsets, the ring buffer's size, the events that
+    `functions` ({event: function}) take, and the optional tracepoints present here."""
     defines: dict[str, str | int] = {f"{k}": f"{v:#x}U" for k, v in IOCTLS.items()}
     defines.update(offset_defines(btf))
     defines["RINGBUF_PAGES"] = ringbuf_pages
+    defines.update(function_defines(btf, functions or {}))
+    if (tracefs / "events" / KVM_PAGE_FAULT / "format").exists():
+        defines["HAVE_TP_KVM_PAGE_FAULT"] = 1
     return defines
 
 
@@ -77,8 +91,13 @@ class TracepointSource:
         pids: list[int] | None = None,
         stream_hot: bool = True,
         ringbuf_pages: int = 4096,
+        functions: dict[str, str] | None = None,
+        tracefs: Path = Path("/sys/kernel/tracing"),
     ) -> None:
-        self.bpf: Any = compile_program(SOURCES, program_defines(btf, ringbuf_pages), headers)
+        """`functions`: {event: guest_memfd function} for the events the function tier
+        takes (the plan's choice); the tracepoint programs leave those out."""
+        defines = program_defines(btf, ringbuf_pages, functions, tracefs)
+        self.bpf: Any = compile_program(SOURCES, defines, headers)
         try:
             self._cpus = possible_cpus()
             self._flush_fd = -1

@@ -29,16 +29,21 @@ class Binding:
     slot: int
     base_gfn: int
     gmem: GuestMemfd
-    host: HostMapping
+    host: HostMapping | None  # None: the memslot's shared memory is not the guest_memfd
     first: int
     count: int
+    shared_addr: int  # host address of the memslot's first page of shared memory
 
 
 class Workload:
     """A VM plus its guest_memfds, with a ground-truth ledger of everything done to them."""
 
     def __init__(
-        self, scenario: str, pause_after_map_s: float = 0.0, wait_signal: bool = False
+        self,
+        scenario: str,
+        pause_after_map_s: float = 0.0,
+        wait_signal: bool = False,
+        vm_type: int = kvm.KVM_X86_DEFAULT_VM,
     ) -> None:
         self.scenario = scenario
         self._pause_s = pause_after_map_s
@@ -47,7 +52,8 @@ class Workload:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         self.pid = os.getpid()
         self.started_ns = time.monotonic_ns()
-        self.vm = Vm.create()
+        self.vm = Vm.create(vm_type)
+        self.private_gfns: set[int] = set()  # KVM_SET_MEMORY_ATTRIBUTES: private frames
         self.gmems: list[GuestMemfd] = []
         self.truth: dict[int, InodeTruth] = {}
         self.bindings: list[Binding] = []
@@ -157,10 +163,22 @@ class Workload:
     # --- guest side --------------------------------------------------------
     def bind(self, slot: int, gpa: int, gmem: GuestMemfd, mapping: HostMapping) -> None:
         """Bind a memslot to the guest_memfd pages that `mapping` covers."""
-        self.vm.bind(slot, gpa, gmem, mapping.offset_pages, mapping.npages, mapping)
+        shared = mapping.address(mapping.offset_pages)
+        self.vm.bind(slot, gpa, gmem, mapping.offset_pages, mapping.npages, shared)
         binding = Binding(
-            slot, gpa // PAGE_SIZE, gmem, mapping, mapping.offset_pages, mapping.npages
+            slot, gpa // PAGE_SIZE, gmem, mapping, mapping.offset_pages, mapping.npages, shared
         )
+        self._record_binding(binding)
+
+    def bind_private(self, slot: int, gpa: int, gmem: GuestMemfd) -> None:
+        """Bind a memslot as a confidential VM's VMM does: private memory from the
+        guest_memfd, shared memory from plain anonymous memory beside it."""
+        shared = self.vm.anonymous_memory(gmem.size)
+        self.vm.bind(slot, gpa, gmem, 0, gmem.npages, shared)
+        self._record_binding(Binding(slot, gpa // PAGE_SIZE, gmem, None, 0, gmem.npages, shared))
+
+    def _record_binding(self, binding: Binding) -> None:
+        gmem, slot, gpa = binding.gmem, binding.slot, binding.base_gfn * PAGE_SIZE
         self.bindings.append(binding)
         ledger = self.truth[gmem.ino]
         ledger.memslots.append(
@@ -181,7 +199,10 @@ class Workload:
         raise GmemtraceError(f"guest page {gfn:#x} is not in a guest_memfd memslot", 2)
 
     def run_guest(self, gfns: list[int]) -> int:
-        """Run the vCPU over a program writing a marker into each guest page; returns the exit."""
+        """Run the vCPU over a program writing a marker into each guest page; returns the exit.
+
+        A memory fault exit (the guest touched a private frame KVM cannot serve privately)
+        is answered as QEMU does: the VMM converts the range to shared and resumes."""
         if self.vcpu is None:
             code = self.vm.add_anonymous_slot(CODE_SLOT, CODE_GPA, PAGE_SIZE)
             self._code = code
@@ -192,8 +213,14 @@ class Workload:
         ctypes.memmove(self._code, program, len(program))
         self.vcpu.start_real_mode(CODE_GPA)
         exit_ = self.vcpu.run()
+        while exit_.memory_fault is not None:
+            self._memory_fault_exit(exit_.memory_fault)
+            exit_ = self.vcpu.run()
         if exit_.reason != kvm.KVM_EXIT_HLT:
             raise GmemtraceError(f"vCPU stopped with exit reason {exit_.reason}, not HLT")
+        if self.vm.vm_type != kvm.KVM_X86_DEFAULT_VM:
+            self._account_protected(gfns)
+            return exit_.reason
         by_binding: dict[int, tuple[Binding, list[int]]] = {}
         for gfn in gfns:
             binding, page = self.locate(gfn)
@@ -201,11 +228,50 @@ class Workload:
         for binding, pages in by_binding.values():
             # Some kernels reach guest_memfd pages through the memslot's host
             # mapping (GUP), which maps them there too: measured, not assumed.
-            mapped_by_kvm = binding.host.present() & set(pages)
+            mapped_by_kvm = binding.host.present() & set(pages) if binding.host else set()
             self.truth[binding.gmem.ino].guest_touch(
                 pages, self.pid, id(binding.host), mapped_by_kvm
             )
         return exit_.reason
+
+    def _account_protected(self, gfns: list[int]) -> None:
+        """A protected VM's guest accesses: a private frame of a guest_memfd memslot is a
+        guest_memfd page (a guest fault unless KVM has it mapped); a shared one is the
+        memslot's other memory, which guest_memfd never sees."""
+        by_inode: dict[int, list[int]] = {}
+        for gfn in gfns:
+            located = self._locate(gfn)
+            if located is not None and gfn in self.private_gfns:
+                binding, page = located
+                by_inode.setdefault(binding.gmem.ino, []).append(page)
+        for ino, pages in by_inode.items():
+            self.truth[ino].guest_touch(pages, self.pid)
+
+    def _memory_fault_exit(self, fault: kvm.MemoryFaultExit) -> None:
+        private = bool(fault.flags & kvm.KVM_MEMORY_EXIT_FLAG_PRIVATE)
+        located = self._locate(fault.gpa // PAGE_SIZE)
+        self.facts.setdefault("memory_fault_exits", []).append(
+            {
+                "gpa": fault.gpa,
+                "size": fault.size,
+                "private": private,
+                "ino": located[0].gmem.ino if located else None,
+                "page": located[1] if located else None,
+            }
+        )
+        # The guest wants it the other way: convert, as a VMM does, then resume.
+        self.set_attributes(fault.gpa, fault.size // PAGE_SIZE, private=not private)
+
+    def read_shared(self, gfn: int, length: int = 2) -> bytes:
+        """What the guest left in the shared memory of a guest_memfd memslot's frame."""
+        binding, page = self.locate(gfn)
+        return ctypes.string_at(binding.shared_addr + (page - binding.first) * PAGE_SIZE, length)
+
+    def _locate(self, gfn: int) -> tuple[Binding, int] | None:
+        try:
+            return self.locate(gfn)
+        except GmemtraceError:
+            return None
 
     # --- conversions -------------------------------------------------------
     def convert(self, gmem: GuestMemfd, first: int, count: int, *, to_private: bool) -> list[int]:
@@ -214,10 +280,34 @@ class Workload:
         for b in self.bindings:
             if b.gmem is gmem and b.first <= first and first + count <= b.first + b.count:
                 gpa = (b.base_gfn + first - b.first) * PAGE_SIZE
+        gfns = set(range(gpa // PAGE_SIZE, gpa // PAGE_SIZE + count)) if gpa is not None else set()
+        changes = gfns - self.private_gfns if to_private else gfns & self.private_gfns
         attempts = self.vm.convert(gmem, first, count, to_private=to_private, gpa=gpa)
+        ledger = self.truth[gmem.ino]
         for a in attempts:
-            self.truth[gmem.ino].convert(first, count, to_private, a.interface, a.errno, self.pid)
+            ledger.convert(first, count, to_private, a.interface, a.errno, self.pid)
+            if a.errno == 0 and a.interface == "KVM_SET_MEMORY_ATTRIBUTES":
+                self._attributes_set(gfns, to_private)
+                if changes:  # KVM unmaps the range from the guest, unless nothing changed
+                    ledger.guest_unmap(first, count)
         return [a.errno for a in attempts]
+
+    def set_attributes(self, gpa: int, count: int, *, private: bool) -> int:
+        """KVM_SET_MEMORY_ATTRIBUTES on guest frames no guest_memfd backs (recorded as a
+        fact: no inode's ledger holds them); 0 or the errno."""
+        err = self.vm.set_attributes(gpa, count * PAGE_SIZE, private=private)
+        self.facts.setdefault("other_conversions", []).append(
+            {"gpa": gpa, "count": count, "to": "private" if private else "shared", "errno": err}
+        )
+        if err == 0:
+            self._attributes_set(set(range(gpa // PAGE_SIZE, gpa // PAGE_SIZE + count)), private)
+        return err
+
+    def _attributes_set(self, gfns: set[int], private: bool) -> None:
+        if private:
+            self.private_gfns |= gfns
+        else:
+            self.private_gfns -= gfns
 
     # --- the end -----------------------------------------------------------
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_MMAP as MMAP
+from gmemtrace.kernel.kvm import KVM_X86_SW_PROTECTED_VM, PAGE_SIZE
 from gmemtrace.workload import guest
 from gmemtrace.workload.runner import Workload
 
@@ -112,10 +114,51 @@ def guest_driven(wl: Workload, p: Params) -> None:
     )
 
 
+def coco(wl: Workload, p: Params) -> None:
+    """A confidential VM's memory, as on SNP/TDX hosts, on a software-protected VM: private
+    memory in a guest_memfd, converted by KVM_SET_MEMORY_ATTRIBUTES; guest faults (with and
+    without allocation), a punch after conversion to shared, and memory fault exits that
+    the VMM answers by converting and resuming."""
+    pages = min(p.pages or 32, 64)
+    base = COCO_GPA // PAGE_SIZE
+    gmem = wl.guest_memfd(pages, 0)  # no INIT_SHARED: private memory
+    wl.bind_private(1, COCO_GPA, gmem)
+    wl.convert(gmem, 0, pages, to_private=True)  # as a VMM does at boot: all of it private
+    touched = min(16, pages)
+    wl.run_guest([base + i for i in range(touched)])  # guest faults that allocate
+    quarter = touched // 4
+    wl.convert(gmem, 2 * quarter, quarter, to_private=False)  # the guest shares a range
+    wl.punch(gmem, 2 * quarter, quarter)  # the VMM discards its private copy, as QEMU does
+    wl.run_guest([base + i for i in range(quarter, touched)])  # shared ones: not guest_memfd
+    wl.facts["shared_writes_seen"] = all(
+        wl.read_shared(base + i) == guest.marker(base + i).to_bytes(2, "little")
+        for i in range(2 * quarter, 3 * quarter)
+    )
+    for _ in range(p.rounds or 1):  # a round trip without a punch: the pages stay allocated
+        wl.convert(gmem, quarter, quarter, to_private=False)
+        wl.convert(gmem, quarter, quarter, to_private=True)
+        wl.run_guest([base + i for i in range(quarter, 2 * quarter)])  # faults, no allocation
+    # Private frames without a guest_memfd behind them: KVM cannot serve them privately
+    # and exits to the VMM (KVM_EXIT_MEMORY_FAULT), which converts them and resumes.
+    plain = wl.vm.add_anonymous_slot(2, PLAIN_GPA, 2 * PAGE_SIZE)
+    wl.set_attributes(PLAIN_GPA, 2, private=True)
+    wl.run_guest([PLAIN_GPA // PAGE_SIZE, PLAIN_GPA // PAGE_SIZE + 1])
+    wl.facts["exits_resumed"] = ctypes.string_at(plain, 2) == guest.marker(
+        PLAIN_GPA // PAGE_SIZE
+    ).to_bytes(2, "little")
+
+
+COCO_GPA = 0x10000  # the guest_memfd memslot: real mode reaches below 1 MiB
+PLAIN_GPA = 0x80000  # a memslot of plain memory
+
+# Scenarios that need a VM type other than the default.
+VM_TYPES = {"coco": KVM_X86_SW_PROTECTED_VM}
+
 SCENARIOS: dict[str, Callable[[Workload, Params], None]] = {
     "mixed": mixed,
     "fault-storm": fault_storm,
     "private-touch": private_touch,
     "conversions": conversions,
     "guest": guest_driven,
+    "coco": coco,
 }

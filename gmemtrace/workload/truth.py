@@ -104,6 +104,11 @@ class InodeTruth:
             host_mapped_by_kvm=len(host_mapped),
         )
 
+    def guest_unmap(self, first: int, count: int) -> None:
+        """KVM dropped the guest's mappings of these pages (a conversion): the next guest
+        access faults again, allocating only if the page left the page cache."""
+        self.guest_mapped.difference_update(range(first, first + count))
+
     def zap(self, mapping: int, first: int, count: int, pid: int) -> None:
         """MADV_DONTNEED on a host mapping: its PTEs go, the pages stay."""
         self.host_mapped.get(mapping, set()).difference_update(range(first, first + count))

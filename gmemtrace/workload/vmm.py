@@ -189,15 +189,16 @@ class ConversionAttempt:
 
 @dataclass
 class Vm:
-    """A KVM virtual machine (the default VM type)."""
+    """A KVM virtual machine, of the default type or another the kernel offers."""
 
     kvm_fd: int
     fd: int
+    vm_type: int = kvm.KVM_X86_DEFAULT_VM
     memslots: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (gpa, size)
     _anon: list[tuple[int, int]] = field(default_factory=list)
 
     @classmethod
-    def create(cls) -> Vm:
+    def create(cls, vm_type: int = kvm.KVM_X86_DEFAULT_VM) -> Vm:
         try:
             kvm_fd = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -205,11 +206,20 @@ class Vm:
         except PermissionError:
             raise GmemtraceError(f"{KVM_DEVICE}: permission denied (run as root)") from None
         try:
-            fd = kvm.ioctl(kvm_fd, kvm.KVM_CREATE_VM, 0)
-        except kvm.KvmError:
+            if vm_type != kvm.KVM_X86_DEFAULT_VM:
+                offered = kvm.vm_types(kvm.check_extension(kvm_fd, kvm.CAP_VM_TYPES))
+                if vm_type not in offered:
+                    names = ", ".join(kvm.VM_TYPE_NAMES.get(t, str(t)) for t in offered)
+                    raise GmemtraceError(
+                        f"this kernel offers no {kvm.VM_TYPE_NAMES.get(vm_type, vm_type)} "
+                        f"(KVM_CAP_VM_TYPES: {names or 'none'}); it needs "
+                        "CONFIG_KVM_SW_PROTECTED_VM (lab/run --kernel debian-6.12-sw)"
+                    )
+            fd = kvm.ioctl(kvm_fd, kvm.KVM_CREATE_VM, vm_type)
+        except GmemtraceError:
             os.close(kvm_fd)
             raise
-        return cls(kvm_fd, fd)
+        return cls(kvm_fd, fd, vm_type)
 
     def capability(self, cap: kvm.Capability) -> int:
         return kvm.check_extension(self.fd, cap)
@@ -220,27 +230,39 @@ class Vm:
         return GuestMemfd(self, fd, os.fstat(fd).st_ino, size, flags)
 
     def bind(
-        self, slot: int, gpa: int, gmem: GuestMemfd, first: int, count: int, host: HostMapping
+        self, slot: int, gpa: int, gmem: GuestMemfd, first: int, count: int, userspace_addr: int
     ) -> None:
-        """Memslot `slot` at `gpa` backed by guest_memfd pages [first, first+count)."""
+        """Memslot `slot` at `gpa` backed by guest_memfd pages [first, first+count); its
+        shared memory at `userspace_addr` (a mapping of the guest_memfd itself, or other)."""
         region = kvm.UserspaceMemoryRegion2(
             slot=slot,
             flags=kvm.KVM_MEM_GUEST_MEMFD,
             guest_phys_addr=gpa,
             memory_size=count * PAGE_SIZE,
-            userspace_addr=host.address(first),
+            userspace_addr=userspace_addr,
             guest_memfd_offset=first * PAGE_SIZE,
             guest_memfd=gmem.fd,
         )
         kvm.ioctl(self.fd, kvm.KVM_SET_USER_MEMORY_REGION2, region)
         self.memslots[slot] = (gpa, count * PAGE_SIZE)
 
-    def add_anonymous_slot(self, slot: int, gpa: int, size: int) -> int:
-        """A memslot of plain anonymous memory (for guest code); returns its host address."""
+    def anonymous_memory(self, size: int) -> int:
+        """Plain anonymous shared memory, unmapped when the VM closes; its address."""
         addr = _map(
             size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS, -1, 0
         )
         self._anon.append((addr, size))
+        return addr
+
+    def set_attributes(self, gpa: int, size: int, *, private: bool) -> int:
+        """KVM_SET_MEMORY_ATTRIBUTES on a guest physical range; 0 or the errno."""
+        attributes = kvm.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0
+        request = kvm.MemoryAttributes(address=gpa, size=size, attributes=attributes)
+        return kvm.try_ioctl(self.fd, kvm.KVM_SET_MEMORY_ATTRIBUTES, request)
+
+    def add_anonymous_slot(self, slot: int, gpa: int, size: int) -> int:
+        """A memslot of plain anonymous memory (for guest code); returns its host address."""
+        addr = self.anonymous_memory(size)
         region = kvm.UserspaceMemoryRegion2(
             slot=slot, guest_phys_addr=gpa, memory_size=size, userspace_addr=addr
         )
@@ -271,17 +293,9 @@ class Vm:
             )
         ]
         if gpa is not None:
-            vm_wide = kvm.MemoryAttributes(
-                address=gpa, size=count * PAGE_SIZE, attributes=attributes
-            )
+            err = self.set_attributes(gpa, count * PAGE_SIZE, private=to_private)
             attempts.append(
-                ConversionAttempt(
-                    "KVM_SET_MEMORY_ATTRIBUTES",
-                    to_private,
-                    first,
-                    count,
-                    kvm.try_ioctl(self.fd, kvm.KVM_SET_MEMORY_ATTRIBUTES, vm_wide),
-                )
+                ConversionAttempt("KVM_SET_MEMORY_ATTRIBUTES", to_private, first, count, err)
             )
         return attempts
 
