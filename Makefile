@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 GMEMTRACE := $(VENV)/bin/gmemtrace
 
-.PHONY: setup demo test lint typecheck bench notebook clean
+.PHONY: setup demo test lint typecheck bench notebook lab clean
 
 setup:
 	@scripts/setup.sh
@@ -31,6 +31,16 @@ bench: setup
 	@command -v bpftrace >/dev/null && command -v perf >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q bpftrace linux-perf >/dev/null
 	$(PY) -m benchmarks
+
+# The lab's suite on each lab kernel, booted under QEMU (lab/run fetches and builds
+# what it needs on first use, into ~/.cache/gmemtrace/lab).
+LAB_KERNELS := debian-6.12 debian-6.12-sw
+lab: setup
+	@for kernel in $(LAB_KERNELS); do \
+		echo "lab: $$kernel"; \
+		lab/run --kernel $$kernel --timeout 2400 -- \
+			$(PY) -m pytest -p no:cacheprovider --timeout=1200 -q lab/tests || exit $$?; \
+	done
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

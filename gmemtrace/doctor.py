@@ -18,6 +18,7 @@ from gmemtrace.kernel import headers as kheaders
 from gmemtrace.kernel.btf import Btf, BtfError
 from gmemtrace.kernel.host import Host
 from gmemtrace.kernel.kallsyms import symbols_containing
+from gmemtrace.probes import plan as probe_plan
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -114,44 +115,93 @@ def check_kvm(host: Host, d: Diagnosis, btf: Btf | None) -> None:
     try:
         api = kvm.ioctl(fd, kvm.KVM_GET_API_VERSION)
         d.add(Check("/dev/kvm", OK, f"{host.kvm_device}, KVM API {api}"))
-        vm_fd = kvm.ioctl(fd, kvm.KVM_CREATE_VM, 0)
-        try:
-            _check_caps(vm_fd, d, btf)
-        finally:
-            os.close(vm_fd)
+        _check_caps(fd, d, btf)
     except kvm.KvmError as err:
         d.add(Check("KVM capabilities", FAIL, str(err), "check dmesg for KVM errors"))
     finally:
         os.close(fd)
 
 
-def _check_caps(vm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
-    gmem = kvm.check_extension(vm_fd, kvm.CAP_GUEST_MEMFD)
-    flags = kvm.check_extension(vm_fd, kvm.CAP_GUEST_MEMFD_FLAGS)
-    attrs = kvm.check_extension(vm_fd, kvm.CAP_MEMORY_ATTRIBUTES)
-    d.facts["kvm_caps"] = {
-        kvm.CAP_GUEST_MEMFD.name: gmem,
-        kvm.CAP_GUEST_MEMFD_FLAGS.name: flags,
-        kvm.CAP_MEMORY_ATTRIBUTES.name: attrs,
-    }
+VM_CAPS = (kvm.CAP_GUEST_MEMFD, kvm.CAP_GUEST_MEMFD_FLAGS, kvm.CAP_MEMORY_ATTRIBUTES)
+
+
+def _vm_caps(kvm_fd: int, vm_type: int) -> dict[str, int]:
+    """Capabilities as a VM of `vm_type` answers them: guest_memfd and memory attributes
+    belong to the VM types that have them, not to /dev/kvm."""
+    vm_fd = kvm.ioctl(kvm_fd, kvm.KVM_CREATE_VM, vm_type)
+    try:
+        return {cap.name: kvm.check_extension(vm_fd, cap) for cap in VM_CAPS}
+    finally:
+        os.close(vm_fd)
+
+
+def _per_type(by_type: dict[str, dict[str, int]], cap: kvm.Capability, show: str) -> str:
+    """'value on TYPE; value on TYPE' (one value for all types when they agree)."""
+    values = {name: caps[cap.name] for name, caps in by_type.items()}
+    if len(set(values.values())) == 1:
+        return show.format(next(iter(values.values()))) + " on every VM type"
+    return "; ".join(f"{show.format(v)} on {name}" for name, v in values.items())
+
+
+def _check_caps(kvm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
+    mask = kvm.check_extension(kvm_fd, kvm.CAP_VM_TYPES)
+    types = kvm.vm_types(mask)
+    by_type: dict[str, dict[str, int]] = {}
+    for vm_type in types:
+        name = kvm.VM_TYPE_NAMES.get(vm_type, str(vm_type))
+        try:
+            by_type[name] = _vm_caps(kvm_fd, vm_type)
+        except kvm.KvmError as err:
+            d.add(Check(f"VM type {name}", WARN, f"offered, but KVM_CREATE_VM failed: {err}"))
+    d.facts["vm_types"] = list(by_type)
+    d.facts["kvm_caps_by_vm_type"] = by_type
+    d.add(Check("KVM VM types", INFO, f"{', '.join(by_type)} (KVM_CAP_VM_TYPES {mask:#x})"))
+    # The facts of the VM type that offers the most: guest_memfd, then memory attributes.
+    best = max(
+        by_type.values(),
+        key=lambda c: (c[kvm.CAP_GUEST_MEMFD.name], c[kvm.CAP_MEMORY_ATTRIBUTES.name]),
+        default=dict.fromkeys((cap.name for cap in VM_CAPS), 0),
+    )
+    d.facts["kvm_caps"] = dict(best)
+    with_gmem = [name for name, caps in by_type.items() if caps[kvm.CAP_GUEST_MEMFD.name]]
     d.add(
         Check(
             kvm.CAP_GUEST_MEMFD.name,
-            OK if gmem else WARN,
-            "guest_memfd supported" if gmem else "no guest_memfd: nothing to trace on this host",
-            "" if gmem else "a 6.8+ kernel with CONFIG_KVM_GUEST_MEMFD",
+            OK if with_gmem else WARN,
+            f"guest_memfd on {', '.join(with_gmem)}"
+            if with_gmem
+            else "no VM type has guest_memfd: nothing to trace on this host",
+            ""
+            if with_gmem
+            else "a 6.8+ kernel with CONFIG_KVM_PRIVATE_MEM (and a VM type that has it)",
         )
     )
-    names = "|".join(kvm.decode_gmem_flags(flags)) or "none"
-    d.add(Check(kvm.CAP_GUEST_MEMFD_FLAGS.name, INFO, f"{flags:#x} ({names})"))
+    flag_names = kvm.decode_gmem_flags(best[kvm.CAP_GUEST_MEMFD_FLAGS.name])
+    d.add(
+        Check(
+            kvm.CAP_GUEST_MEMFD_FLAGS.name,
+            INFO,
+            _per_type(by_type, kvm.CAP_GUEST_MEMFD_FLAGS, "{:#x}")
+            + f" ({'|'.join(flag_names) or 'none'})",
+        )
+    )
+    attrs = best[kvm.CAP_MEMORY_ATTRIBUTES.name]
     d.add(
         Check(
             kvm.CAP_MEMORY_ATTRIBUTES.name,
             INFO,
-            f"{attrs:#x}: "
-            + ("VM-wide private/shared conversions" if attrs else "no VM-wide conversions"),
+            _per_type(by_type, kvm.CAP_MEMORY_ATTRIBUTES, "{:#x}")
+            + (": VM-wide private/shared conversions" if attrs else ": no VM-wide conversions"),
         )
     )
+    vm_fd = kvm.ioctl(kvm_fd, kvm.KVM_CREATE_VM, 0)
+    try:
+        _check_inplace(vm_fd, d, btf)
+    finally:
+        os.close(vm_fd)
+
+
+def _check_inplace(vm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
     inplace = [f for f in INPLACE_FUNCTIONS if btf is not None and btf.has_function(f)]
     cap = kvm.CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES
     if inplace:
@@ -246,6 +296,16 @@ def check_program_types(host: Host, d: Diagnosis, found: kheaders.Headers, btf: 
     d.facts["program_types"] = results
     if not results["tracepoint"]:
         d.blockers.append("BPF tracepoint programs do not load")
+        return
+    loads = {kind: "" if check.works else check.detail for kind, check in checks.items()}
+    if btf is not None:
+        plan = probe_plan.make_plan(btf, loads, tracefs, kallsyms=host.kallsyms)
+        tiers: dict[str, list[str]] = {}
+        for choice in plan:
+            tiers.setdefault(choice.tier or "unavailable", []).append(choice.event)
+        d.facts["probe_tiers"] = tiers
+        detail = "; ".join(f"{tier}: {', '.join(events)}" for tier, events in tiers.items())
+        d.add(Check("probe tiers", OK, detail + " (gmemtrace probes: where and why)"))
 
 
 def check_functions(host: Host, d: Diagnosis, btf: Btf | None) -> None:

@@ -155,10 +155,6 @@ def make_plan(
         for tier in TIERS:
             if force is not None and tier != force:
                 continue
-            if tier != TRACEPOINT and not functions:
-                if tier == FENTRY or force == KPROBE:  # said once for both function tiers
-                    choice.rejected.append(("function", NO_FUNCTION[event]))
-                continue
             why = _reject(tier, event, functions, btf, in_kallsyms, loads, tracefs)
             if why:
                 choice.rejected.append((tier, why))
@@ -202,6 +198,8 @@ def _reject(
         if missing:
             return f"tracepoint absent: {', '.join(missing)}"
         return f"tracepoints do not load: {loads[TRACEPOINT]}" if loads.get(TRACEPOINT) else ""
+    if not functions:
+        return NO_FUNCTION[event]
     name = _present(functions, btf, in_kallsyms)
     if not name:
         return f"symbol absent ({', '.join(functions)})"

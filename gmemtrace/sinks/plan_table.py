@@ -16,6 +16,14 @@ def plan_table(plan: list[Choice]) -> Table:
     table.add_column("better tiers rejected", overflow="fold")
     for choice in plan:
         tier = Text(choice.tier or "unavailable", style="green" if choice.tier else "red")
-        rejected = "; ".join(f"{tier}: {why}" for tier, why in choice.rejected)
+        rejected = "; ".join(f"{tiers}: {why}" for why, tiers in _by_reason(choice.rejected))
         table.add_row(choice.event, tier, choice.attach, rejected)
     return table
+
+
+def _by_reason(rejected: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """[(why, "tier, tier")]: tiers rejected for the same reason said once."""
+    grouped: dict[str, list[str]] = {}
+    for tier, why in rejected:
+        grouped.setdefault(why, []).append(tier)
+    return [(why, ", ".join(tiers)) for why, tiers in grouped.items()]

@@ -148,6 +148,16 @@ def coco(wl: Workload, p: Params) -> None:
     ).to_bytes(2, "little")
 
 
+def fallocate_only(wl: Workload, p: Params) -> None:
+    """guest_memfd as every kernel with it has it (no mmap, no memslot): create, allocate
+    with fallocate, punch holes, close."""
+    pages = p.pages or 32
+    gmem = wl.guest_memfd(pages, 0)
+    for _ in range(p.rounds or 2):
+        wl.fallocate(gmem, 0, pages)
+        wl.punch(gmem, pages // 4, pages // 2)
+
+
 COCO_GPA = 0x10000  # the guest_memfd memslot: real mode reaches below 1 MiB
 PLAIN_GPA = 0x80000  # a memslot of plain memory
 
@@ -161,4 +171,5 @@ SCENARIOS: dict[str, Callable[[Workload, Params], None]] = {
     "conversions": conversions,
     "guest": guest_driven,
     "coco": coco,
+    "fallocate": fallocate_only,
 }

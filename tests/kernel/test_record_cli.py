@@ -31,13 +31,19 @@ def test_pid_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_forcing_a_tier_the_kernel_refuses_says_why(tmp_path: Path) -> None:
     plan = json.loads(run("probes", "--json").stdout)
-    fentry_works = any(c["tier"] == "fentry" for c in plan)
-    result = run("record", "--tier", "fentry", "-o", str(tmp_path / "t.trace"), "--", "true")
-    if fentry_works:
-        pytest.skip("fentry loads on this kernel: nothing to refuse")
+    if any(c["tier"] == "kprobe" for c in plan):
+        pytest.skip("kprobes load on this kernel: nothing to refuse (the lab tests them)")
+    result = run("record", "--tier", "kprobe", "-o", str(tmp_path / "t.trace"), "--", "true")
     assert result.returncode == 1
-    assert result.stderr.startswith("gmemtrace: error: tier fentry cannot be used here: ")
+    assert result.stderr.startswith("gmemtrace: error: tier kprobe cannot be used here: ")
+    assert "no kprobes" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_fentry_is_not_offered_for_collection(tmp_path: Path) -> None:
+    result = run("record", "--tier", "fentry", "-o", str(tmp_path / "t.trace"), "--", "true")
+    assert result.returncode == 2
+    assert "invalid choice: 'fentry'" in result.stderr
 
 
 def test_probe_plan_covers_every_logical_event() -> None:

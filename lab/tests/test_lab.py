@@ -1,0 +1,176 @@
+"""The lab's suite: gmemtrace on a second kernel, booted by lab/run (`make lab` runs it on each).
+
+Inside the guest, the function tier loads (kprobes on the kvm module's guest_memfd
+functions) and, on debian-6.12-sw, the software-protected VM type converts memory
+for real. Every recording is compared with the workload's ground truth, through the
+function tier and through the tracepoint tier alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kernel.test_trace_kernel import assert_matches_truth
+
+KERNEL = os.environ.get("GMEMTRACE_LAB_KERNEL", "")
+if not KERNEL:
+    pytest.skip("the lab's tests run inside a lab kernel: make lab", allow_module_level=True)
+SW_PROTECTED = KERNEL.endswith("-sw")
+GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
+FUNCTION_EVENTS = {"create", "bind", "guest_fault", "punch", "release"}
+
+
+def gmemtrace(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GMEMTRACE, *args], capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
+def record(
+    tmp_path: Path, tier: str | None, scenario: str, *workload_args: str
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """`gmemtrace record [--tier] -- gmemtrace workload SCENARIO`: (report, truth, trace)."""
+    name = tier or "default"
+    trace, truth = tmp_path / f"{name}.trace", tmp_path / f"{name}.truth.json"
+    forced = ["--tier", tier] if tier else []
+    result = gmemtrace(
+        "record", *forced, "-o", str(trace), "--json", "--",
+        *GMEMTRACE, "workload", scenario, "-q", "-o", str(truth), *workload_args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout[result.stdout.rindex('{\n  "trace"') :])
+    return report, json.loads(truth.read_text()), trace
+
+
+def test_doctor_tells_this_kernels_vm_types_attributes_and_tiers() -> None:
+    result = gmemtrace("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    facts = doc["facts"]
+    assert facts["kernel"].startswith("6.12")
+    by_type = facts["kvm_caps_by_vm_type"]
+    if SW_PROTECTED:
+        assert facts["vm_types"] == ["KVM_X86_DEFAULT_VM", "KVM_X86_SW_PROTECTED_VM"]
+        protected = by_type["KVM_X86_SW_PROTECTED_VM"]
+        assert protected["KVM_CAP_GUEST_MEMFD"] == 1
+        assert protected["KVM_CAP_MEMORY_ATTRIBUTES"] == 1 << 3  # PRIVATE
+        assert facts["kvm_caps"] == protected
+    else:
+        assert facts["vm_types"] == ["KVM_X86_DEFAULT_VM"]
+        assert by_type["KVM_X86_DEFAULT_VM"]["KVM_CAP_MEMORY_ATTRIBUTES"] == 0
+    assert facts["program_types"]["kprobe"] is True
+    assert "kvm_gmem_get_pfn" in facts["gmem_functions"]["btf"]  # the kvm module's BTF
+    assert set(facts["probe_tiers"]["kprobe"]) == FUNCTION_EVENTS
+
+
+def test_probes_take_the_function_tier_and_say_why_not_fentry() -> None:
+    result = gmemtrace("probes", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = {c["event"]: c for c in json.loads(result.stdout)}
+    for event in FUNCTION_EVENTS:
+        assert plan[event]["tier"] == "kprobe", plan[event]
+    assert plan["guest_fault"]["attach"] == "kprobe:kvm_gmem_get_pfn"
+    assert plan["bind"]["attach"] == "kprobe:kvm_gmem_commit_memory_region"  # Debian's 6.12
+    fentry = dict(plan["guest_fault"]["rejected"])["fentry"]
+    assert "kvm_gmem_get_pfn is in kvm" in fentry
+    assert plan["host_fault"]["tier"] == "tracepoint"
+    forced = gmemtrace("probes", "--json", "--tier", "tracepoint")
+    tiers = {c["event"]: c["tier"] for c in json.loads(forced.stdout)}
+    assert tiers["guest_fault"] == "tracepoint" and tiers["release"] is None
+
+
+@pytest.mark.parametrize("tier", [None, "tracepoint"], ids=["function", "tracepoint"])
+def test_fallocate_and_punch_equal_the_ground_truth(tmp_path: Path, tier: str | None) -> None:
+    """guest_memfd without mmap or memslots, as every kernel with it has it."""
+    report, truth, trace = record(tmp_path, tier, "fallocate")
+    assert_matches_truth(report, truth, trace)
+    if tier is None:
+        assert report["probes"]["punch"] == "kprobe: kprobe:kvm_gmem_fallocate"
+        released = gmemtrace_events(trace, "release")
+        assert [(e["ino"], e["count"]) for e in released] == [
+            (i["ino"], i["size_pages"]) for i in truth["inodes"]
+        ]
+
+
+def gmemtrace_events(trace: Path, kind: str) -> list[dict[str, Any]]:
+    import gmemtrace as api
+
+    events = api.read_trace(trace).events
+    rows: list[dict[str, Any]] = events[events["kind"] == kind].to_dict("records")
+    return rows
+
+
+def test_coco_needs_the_software_protected_type_and_says_so() -> None:
+    result = gmemtrace("workload", "coco")
+    if SW_PROTECTED:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 1
+        assert "offers no KVM_X86_SW_PROTECTED_VM" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+# What only the software-protected VM type can show: defined on debian-6.12-sw only.
+if SW_PROTECTED:
+
+    def test_coco_through_both_tiers_equals_the_ground_truth(tmp_path: Path) -> None:
+        by_tier = {}
+        for tier in (None, "tracepoint"):
+            report, truth, trace = record(tmp_path, tier, "coco")
+            assert_matches_truth(report, truth, trace)
+            (inode,) = truth["inodes"]
+            assert inode["counts"]["guest_faults"] > inode["counts"]["pages_allocated"] > 0, (
+                "faults that find their page allocated: seen only where every fault is"
+            )
+            exits = [{k: e[k] for k in ("gpa", "size", "private", "ino", "page")} for e in
+                     report["memory_fault_exits"]["exits"]]  # fmt: skip
+            assert exits == truth["facts"]["memory_fault_exits"]
+            assert report["memory_fault_exits"]["count"] == 2
+            conversions = [
+                c for c in report["conversions"] if c["interface"] == "KVM_SET_MEMORY_ATTRIBUTES"
+            ]
+            assert all(c["result"] == 0 and c["latency_ns"] > 0 for c in conversions)
+            by_tier[tier] = report
+        function, tracepoint = by_tier[None], by_tier["tracepoint"]
+        assert function["probes"]["guest_fault"] == "kprobe: kprobe:kvm_gmem_get_pfn"
+        assert tracepoint["probes"]["guest_fault"].startswith("tracepoint: kvm:kvm_page_fault")
+        strip = ("ino", "generation")
+        assert [{k: v for k, v in i.items() if k not in strip} for i in function["inodes"]] == [
+            {k: v for k, v in i.items() if k not in strip} for i in tracepoint["inodes"]
+        ]
+
+    def test_guest_faults_equal_what_bpftrace_counts_in_the_same_run(tmp_path: Path) -> None:
+        """Any command under `gmemtrace record`: its guest faults are the kvm_gmem_get_pfn calls."""
+        counter = subprocess.Popen(
+            ["bpftrace", "-e", "kprobe:kvm_gmem_get_pfn { @calls = count(); }"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert counter.stdout is not None
+            assert "Attaching" in counter.stdout.readline()
+            time.sleep(1)
+            script = "gmemtrace workload coco -q --rounds 3 && gmemtrace workload coco -q"
+            trace = tmp_path / "any.trace"
+            result = gmemtrace(
+                "record", "-o", str(trace), "--json", "--", "sh", "-c",
+                script.replace("gmemtrace", " ".join(GMEMTRACE)),
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+        finally:
+            counter.send_signal(signal.SIGINT)
+            output, _ = counter.communicate(timeout=60)
+        calls = int(output.split("@calls:")[1].split()[0])
+        report = json.loads(result.stdout[result.stdout.rindex('{\n  "trace"') :])
+        guest_faults = sum(i["guest_faults"] for i in report["inodes"])
+        assert guest_faults == calls > 0
