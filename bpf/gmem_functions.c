@@ -32,7 +32,7 @@ BPF_HASH(fn_calls, u64, struct fn_call, 16384);
 
 static __always_inline u64 fn_key(u32 fn)
 {
-    return (bpf_get_current_pid_tgid() << 8) | fn;
+    return ((u64)(u32)bpf_get_current_pid_tgid() << 8) | fn; /* thread id, function */
 }
 
 static __always_inline int fn_traced(void)

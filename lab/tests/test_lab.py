@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import bpf_program_ids, programs_left
 from tests.kernel.test_trace_kernel import assert_matches_truth
 
 KERNEL = os.environ.get("GMEMTRACE_LAB_KERNEL", "")
@@ -91,8 +92,10 @@ def test_probes_take_the_function_tier_and_say_why_not_fentry() -> None:
 @pytest.mark.parametrize("tier", [None, "tracepoint"], ids=["function", "tracepoint"])
 def test_fallocate_and_punch_equal_the_ground_truth(tmp_path: Path, tier: str | None) -> None:
     """guest_memfd without mmap or memslots, as every kernel with it has it."""
+    before = bpf_program_ids()
     report, truth, trace = record(tmp_path, tier, "fallocate")
     assert_matches_truth(report, truth, trace)
+    assert not programs_left(before), "every probe (kprobes too) detached at the end"
     if tier is None:
         assert report["probes"]["punch"] == "kprobe: kprobe:kvm_gmem_fallocate"
         released = gmemtrace_events(trace, "release")
