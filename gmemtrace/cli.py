@@ -6,7 +6,6 @@ import argparse
 import json
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -325,54 +324,33 @@ def _valid_comm(comm: str) -> bool:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from gmemtrace.collector import Collector
-    from gmemtrace.kernel.procfs import alive
-    from gmemtrace.live import StopFlag
+    from gmemtrace.capture import Capture
     from gmemtrace.report import build_report, to_table
-    from gmemtrace.tracefile import TraceWriter
-    from gmemtrace.tracer import GatedCommand, attach, check_pids, prepare
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    check_pids(args.pid)
-    setup = prepare(args.tier)
-    child = GatedCommand(command) if command else None
-    targets = ([child.pid] if child else []) + args.pid
-    stopping = StopFlag()
+    capture = Capture(
+        args.pid, command=command, output=args.output, tier=args.tier, duration_s=args.duration
+    )
+    clean = False
     try:
-        source = attach(setup, targets or None)
-        header = setup.header(targets, command)
-        collector = Collector(source, writer=TraceWriter(args.output, header))
-        if child:
-            child.start()
-        deadline = time.monotonic() + args.duration if args.duration else None
-
-        def stop() -> bool:
-            if stopping.requested:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return True
-            if child is not None:
-                return child.poll() is not None
-            return bool(args.pid) and not any(alive(p) for p in args.pid)
-
-        clean = False
-        try:
-            collector.run(stop)
-            clean = True
-        finally:
-            collector.finish(clean)
+        capture.start()
+        capture.run()
+        clean = True
     finally:
-        if child is not None:
-            child.stop()
+        capture.finish(clean)
+    collector, header = capture.collector, capture.header
     report = build_report(collector.model, header.kernel, header.probes, header.start_ns)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         _console().print(to_table(report))
+    if note := capture.ended_note():
+        print(note, file=sys.stderr)
     if collector.write_error is not None:
         raise collector.write_error
     print(f"gmemtrace: {collector.events_seen} events recorded to {args.output}", file=sys.stderr)
-    return EXIT_OK
+    status = capture.command_status()
+    return EXIT_OK if status is None else status
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ so the model and the recording agree on them.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,9 +39,14 @@ class Collector:
     _last_pump_ns: int = 0
     write_error: TraceWriteError | None = None  # the recording stopped; collecting goes on
     _lost_reported: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # Session pumps from 2 threads
 
     def pump(self) -> int:
         """One drain: returns how many events it moved."""
+        with self._lock:
+            return self._pump()
+
+    def _pump(self) -> int:
         batch = self.source.poll()
         lost = self.source.lost()
         now = time.monotonic_ns()
@@ -83,11 +89,18 @@ class Collector:
             self.events_seen += batch.size
         return int(batch.size)
 
-    def run(self, stop: Callable[[], bool], interval_s: float = 0.02) -> None:
-        """Pump every `interval_s` until `stop()` says so, then drain what is left."""
+    def run(
+        self,
+        stop: Callable[[], bool],
+        interval_s: float = 0.02,
+        on_tick: Callable[[], None] = lambda: None,
+    ) -> None:
+        """The one pump loop: drain every `interval_s`, then `on_tick()` (a view redraws, a
+        capture follows new processes), until `stop()` says so; then drain what is left."""
         while not stop():
             started = time.monotonic()
             self.pump()
+            on_tick()
             time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
         while self.pump():
             pass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -26,16 +25,15 @@ from rich.live import Live
 from rich.text import Text
 
 from gmemtrace import SHIPPED_TRACES
-from gmemtrace.collector import Collector, EventSource
+from gmemtrace.collector import Collector
 from gmemtrace.errors import EXIT_OK
 from gmemtrace.events import Kind
-from gmemtrace.kernel.procfs import PROC, alive
 from gmemtrace.model.rates import RateTracker
 from gmemtrace.report import build_report, to_table
 from gmemtrace.sinks.console import make_console
 from gmemtrace.sinks.dashboard import Dashboard, ViewInfo
 from gmemtrace.sinks.interval import interval_record, write_json, write_plain
-from gmemtrace.tracefile import TraceData, TraceWriter
+from gmemtrace.tracefile import TraceData
 
 PUMP_S = 0.05
 REDRAW_HZ = 4
@@ -52,31 +50,6 @@ class Options:
     sort: str = "host"
     mode: str = "live"  # live | plain | json
     truth: Path | None = None  # the demo's ground truth, checked against the summary
-
-
-class StopFlag:
-    """SIGINT, SIGTERM and SIGHUP end the loop cleanly; SIGPIPE ends a pipe quietly."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._request)
-
-    def _request(self, signum: int, frame: object) -> None:
-        self.requested = True
-
-
-def processes_named(comm: str, proc: Path = PROC) -> list[int]:
-    """Pids whose comm is `comm` (compared as the kernel stores it: 15 characters)."""
-    found = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().rstrip("\n") == comm[:15]:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 class ReplaySource:
@@ -114,55 +87,53 @@ class ReplaySource:
 
 @dataclass
 class LiveView:
-    """Runs the loop for one source; knows nothing about how the source was attached."""
+    """Draws one collector (live or replayed) while it runs; knows nothing about how its
+    source was attached, and leaves finishing it to its driver."""
 
-    source: EventSource
+    collector: Collector
     options: Options
     info: ViewInfo
     console: Console
     stop_when: Callable[[], bool]
-    writer: TraceWriter | None = None
     clock: Callable[[], float] = time.monotonic
     clock_ns: Callable[[], int] = time.monotonic_ns
     command_output: Callable[[], bytes] = lambda: b""
     on_tick: Callable[[], None] = lambda: None
 
-    def run(self) -> Collector:
-        collector = Collector(self.source, writer=self.writer)
-        rates = RateTracker()
-        started = self.clock()
-        rates.sample(collector.model, started)
-        next_sample = started + self.options.interval_s
-        clean = False
-        try:
-            if self.options.mode == "live":
-                self._run_live(collector, rates, started, next_sample)
-            else:
-                self._run_headless(collector, rates, started, next_sample)
-            clean = True
-        finally:
-            collector.finish(clean)
-        return collector
+    def run(self) -> None:
+        self.rates = RateTracker()
+        self.started = self.clock()
+        self.rates.sample(self.collector.model, self.started)
+        self.next_sample = self.started + self.options.interval_s
+        if self.options.mode == "live":
+            self._run_live()
+        else:
+            self._run_headless()
 
-    def _dashboard(self, collector: Collector, rates: RateTracker, started: float) -> Dashboard:
-        self.info.elapsed_s = self.clock() - started
+    def _dashboard(self) -> Dashboard:
+        self.info.elapsed_s = self.clock() - self.started
         self.info.now_ns = self.clock_ns()
-        return Dashboard(collector.model, rates.latest, self.info)
+        return Dashboard(self.collector.model, self.rates.latest, self.info)
 
-    def _run_live(
-        self, collector: Collector, rates: RateTracker, started: float, next_sample: float
-    ) -> None:
-        next_draw = started
+    def _sample_due(self, now: float) -> bool:
+        if now < self.next_sample:
+            return False
+        self.next_sample = now + self.options.interval_s
+        return True
+
+    def _run_live(self) -> None:
+        next_draw = self.started
         with Live(
-            self._dashboard(collector, rates, started),
+            self._dashboard(),
             console=self.console,
             auto_refresh=False,
             transient=False,
             redirect_stdout=False,
             redirect_stderr=False,
         ) as live:
-            while not self.stop_when():
-                collector.pump()
+
+            def tick() -> None:
+                nonlocal next_draw
                 self.on_tick()
                 output = self.command_output()
                 if output:
@@ -174,42 +145,31 @@ class LiveView:
                         emoji=False,
                     )
                 now = self.clock()
-                if now >= next_sample:
-                    rates.sample(collector.model, now)
-                    next_sample = now + self.options.interval_s
+                if self._sample_due(now):
+                    self.rates.sample(self.collector.model, now)
                 if now >= next_draw:
-                    live.update(self._dashboard(collector, rates, started), refresh=True)
+                    live.update(self._dashboard(), refresh=True)
                     next_draw = now + 1 / REDRAW_HZ
-                time.sleep(PUMP_S)
-            while collector.pump():
-                pass
-            rates.sample(collector.model, self.clock())
-            live.update(self._dashboard(collector, rates, started), refresh=True)
 
-    def _run_headless(
-        self, collector: Collector, rates: RateTracker, started: float, next_sample: float
-    ) -> None:
+            self.collector.run(self.stop_when, PUMP_S, on_tick=tick)
+            self.rates.sample(self.collector.model, self.clock())
+            live.update(self._dashboard(), refresh=True)
+
+    def _run_headless(self) -> None:
         write = write_json if self.options.mode == "json" else write_plain
-        while not self.stop_when():
-            collector.pump()
-            self.on_tick()
+
+        def interval() -> None:
             now = self.clock()
-            if now >= next_sample:
-                write(
-                    sys.stdout,
-                    interval_record(
-                        collector.model, rates.sample(collector.model, now), now - started
-                    ),
-                )
-                next_sample = now + self.options.interval_s
-            time.sleep(PUMP_S)
-        while collector.pump():
-            pass
-        now = self.clock()
-        write(
-            sys.stdout,
-            interval_record(collector.model, rates.sample(collector.model, now), now - started),
-        )
+            rates = self.rates.sample(self.collector.model, now)
+            write(sys.stdout, interval_record(self.collector.model, rates, now - self.started))
+
+        def tick() -> None:
+            self.on_tick()
+            if self._sample_due(self.clock()):
+                interval()
+
+        self.collector.run(self.stop_when, PUMP_S, on_tick=tick)
+        interval()
 
 
 def summary(
@@ -242,66 +202,52 @@ def truth_verdict(report: dict[str, Any], truth: dict[str, Any]) -> Text:
 
 def run(options: Options) -> int:
     """`gmemtrace` with no subcommand: attach, show, summarise."""
-    from gmemtrace.tracer import GatedCommand, attach, check_pids, prepare
+    from gmemtrace.capture import Capture
 
-    check_pids(options.pids)
-    setup = prepare()
     headless = options.mode != "live"
-    child = GatedCommand(options.command, capture=not headless) if options.command else None
-    stopping = StopFlag()
-    console = make_console()
-    try:
-        targets = ([child.pid] if child else []) + options.pids
-        comm_pids = processes_named(options.comm) if options.comm else []
-        trace_all = not targets and not options.comm
+    capture = Capture(
+        options.pids,
+        options.comm,
+        options.command,
+        options.output,
         # Runs coalesced in the kernel, unless the view also records every event (-o).
-        source = attach(
-            setup, None if trace_all else targets + comm_pids, stream_hot=options.output is not None
-        )
-        header = setup.header(targets + comm_pids, options.command)
-        writer = TraceWriter(options.output, header) if options.output else None
-        described = describe_targets(options, child.pid if child else None)
-        info = ViewInfo(
-            header.kernel, header.probes, described, 0.0, 0, options.sort, waiting_for=described
-        )
-        deadline = time.monotonic() + options.duration_s if options.duration_s else None
-
-        def stop() -> bool:
-            if stopping.requested or (deadline is not None and time.monotonic() >= deadline):
-                return True
-            if child is not None:
-                return child.poll() is not None
-            return bool(options.pids) and not any(alive(p) for p in options.pids)
-
-        def watch_comm() -> None:
-            if options.comm:
-                new = [p for p in processes_named(options.comm) if p not in source.pids]
-                if new:
-                    source.add_targets(new)
-
-        if child:
-            child.start()
+        stream_hot=options.output is not None,
+        capture_output=not headless,
+        duration_s=options.duration_s,
+    )
+    child = capture.child
+    console = make_console()
+    header = capture.header
+    described = describe_targets(options, child.pid if child else None)
+    info = ViewInfo(
+        header.kernel, header.probes, described, 0.0, 0, options.sort, waiting_for=described
+    )
+    clean = False
+    try:
+        capture.start()
         view = LiveView(
-            source,
+            capture.collector,
             options,
             info,
             console,
-            stop,
-            writer,
+            capture.should_stop,
             command_output=child.read_output if child else lambda: b"",
-            on_tick=watch_comm,
+            on_tick=capture.follow_comm,
         )
-        collector = view.run()
+        view.run()
+        clean = True
     finally:
-        if child is not None:
-            child.stop()
+        capture.finish(clean)
     if child is not None and child.output is not None:
         sys.stdout.buffer.write(child.read_output())
     if options.mode != "json":
-        summary(console, collector, info, header.start_ns, options.truth)
-    if collector.write_error is not None:
-        raise collector.write_error  # the view went on; the recording did not
-    return EXIT_OK
+        summary(console, capture.collector, info, header.start_ns, options.truth)
+    if note := capture.ended_note():
+        print(note, file=sys.stderr)
+    if capture.collector.write_error is not None:
+        raise capture.collector.write_error  # the view went on; the recording did not
+    status = capture.command_status()
+    return EXIT_OK if status is None else status
 
 
 def describe_targets(options: Options, child: int | None) -> str:
@@ -323,18 +269,12 @@ DEMO_WORKLOAD = ["workload", "mixed", "--rate", "40", "--hold", "2", "--quiet"]
 
 def demo(duration_s: float, force_replay: bool = False) -> int:
     """The built-in workload under the live view; a shipped recording where tracing can't run."""
-    from gmemtrace.errors import GmemtraceError
-    from gmemtrace.tracer import prepare
+    from gmemtrace.tracer import tracing_available
 
     mode = "live" if is_terminal() else "plain"
     reason = "--replay asked for it" if force_replay else ""
     if not reason:
-        try:
-            if not os.path.exists("/dev/kvm"):
-                raise GmemtraceError("no /dev/kvm on this machine")
-            prepare()
-        except GmemtraceError as err:
-            reason = str(err)
+        _, reason = tracing_available()
     if reason:
         return replay(DEMO_TRACE, duration_s, mode, reason)
     with tempfile.TemporaryDirectory() as tmp:
@@ -348,6 +288,7 @@ DEMO_TRACE = SHIPPED_TRACES["demo"]
 
 def replay(path: Path, duration_s: float, mode: str, reason: str) -> int:
     """Show a recorded trace through the live view at its own pace."""
+    from gmemtrace.capture import StopFlag
     from gmemtrace.tracefile import read_trace_file
 
     data = read_trace_file(path)
@@ -364,8 +305,11 @@ def replay(path: Path, duration_s: float, mode: str, reason: str) -> int:
     def stop() -> bool:
         return stopping.requested or source.finished or time.monotonic() >= deadline
 
-    view = LiveView(source, Options(mode=mode), info, console, stop, clock_ns=source.now_ns)
-    collector = view.run()
+    collector = Collector(source)
+    try:
+        LiveView(collector, Options(mode=mode), info, console, stop, clock_ns=source.now_ns).run()
+    finally:
+        collector.finish()
     if mode != "json":
         summary(console, collector, info, data.header.start_ns)
     return EXIT_OK

@@ -11,11 +11,10 @@ from types import TracebackType
 import numpy as np
 
 from gmemtrace.analysis import Trace
-from gmemtrace.collector import Collector
+from gmemtrace.capture import Capture
 from gmemtrace.events import EVENT_DTYPE
 from gmemtrace.report import replay
-from gmemtrace.tracefile import TraceData, TraceHeader, TraceWriter
-from gmemtrace.tracer import GatedCommand, attach, check_pids, prepare
+from gmemtrace.tracefile import TraceData
 
 
 class Session:
@@ -33,70 +32,61 @@ class Session:
         self.cmd = list(cmd or [])
         self.output = Path(output) if output else None
         self.poll_s = poll_s
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._batches: list[np.ndarray] = []
         self._command_output: list[bytes] = []
-        self._child: GatedCommand | None = None
-        self._collector: Collector | None = None
+        self._capture: Capture | None = None
         self._thread: threading.Thread | None = None
-        self._header: TraceHeader | None = None
 
     def __enter__(self) -> Session:
-        check_pids(self.pids)
-        setup = prepare()
-        self._child = GatedCommand(self.cmd, capture=True) if self.cmd else None
+        self._capture = capture = Capture(
+            self.pids, command=self.cmd, output=self.output, capture_output=True,
+            handle_signals=False,  # a notebook's kernel keeps its own
+        )  # fmt: skip
+        capture.collector.listeners.append(self._batches.append)
         try:
-            targets = ([self._child.pid] if self._child else []) + self.pids
-            source = attach(setup, targets or None)
-            self._header = setup.header(targets, self.cmd)
-            writer = TraceWriter(self.output, self._header) if self.output else None
-            self._collector = Collector(source, writer=writer, listeners=[self._batches.append])
-            self._thread = threading.Thread(target=self._run, name="gmemtrace-session", daemon=True)
+            self._thread = threading.Thread(
+                target=capture.collector.run,
+                args=(self._stop.is_set, self.poll_s, self._read_output),
+                name="gmemtrace-session",
+                daemon=True,
+            )
             self._thread.start()
-            if self._child:
-                self._child.start()
+            capture.start()
         except BaseException:
             self._shutdown(clean=False)
             raise
         return self
 
-    def _run(self) -> None:
-        assert self._collector is not None
-        while not self._stop.is_set():
-            with self._lock:
-                self._collector.pump()
-                if self._child is not None:
-                    self._command_output.append(self._child.read_output())
-            time.sleep(self.poll_s)
+    def _read_output(self) -> None:
+        child = self._capture.child if self._capture else None
+        if child is not None:
+            self._command_output.append(child.read_output())
 
     @property
     def command_output(self) -> str:
         """What the command printed so far."""
-        with self._lock:
-            return b"".join(self._command_output).decode(errors="replace")
+        return b"".join(self._command_output).decode(errors="replace")
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the command to exit; its exit status (None: still running at timeout)."""
-        if self._child is None:
+        child = self._capture.child if self._capture else None
+        if child is None:
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._child.poll() is None:
+        while child.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(self.poll_s)
         time.sleep(2 * self.poll_s)  # let the loop drain the command's last events
-        return self._child.returncode
+        return child.returncode
 
     def snapshot(self) -> Trace:
         """The trace so far: the same DataFrames, maps and plots as a recorded one."""
-        assert self._collector is not None and self._header is not None, "not started"
-        with self._lock:
-            self._collector.pump()
-            events = (
-                np.concatenate(self._batches) if self._batches else np.empty(0, dtype=EVENT_DTYPE)
-            )
-        data = TraceData(self._header, events, complete=False, problem="a live session")
+        assert self._capture is not None, "not started"
+        self._capture.collector.pump()
+        events = np.concatenate(self._batches) if self._batches else np.empty(0, EVENT_DTYPE)
+        data = TraceData(self._capture.header, events, complete=False, problem="a live session")
         return Trace(self.output, data, replay(data))
 
     def __exit__(
@@ -111,12 +101,6 @@ class Session:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        try:
-            if self._collector is not None:
-                with self._lock:
-                    while self._collector.pump():
-                        pass
-                self._collector.finish(clean)
-        finally:
-            if self._child is not None:
-                self._child.stop()
+        if self._capture is not None:
+            self._read_output()
+            self._capture.finish(clean)

@@ -6,10 +6,8 @@ Each missing requirement is one GmemtraceError naming the fix (the words of
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,72 +113,3 @@ def attach(setup: Setup, pids: list[int] | None, stream_hot: bool = True) -> Tra
         functions=probe_plan.function_events(setup.plan),
         tracefs=setup.tracefs,
     )
-
-
-class GatedCommand:
-    """A command forked now but held before exec, so tracing is attached before it runs."""
-
-    def __init__(self, argv: list[str], capture: bool = False) -> None:
-        """`capture`: the command's stdout and stderr come back through `self.output`."""
-        if not argv:
-            raise UsageError("no command given after --")
-        self.argv = argv
-        read_end, self._gate = os.pipe()
-        out_read, out_write = os.pipe() if capture else (-1, -1)
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: wait for the gate, then become the command
-            os.close(self._gate)
-            try:
-                if capture:
-                    os.close(out_read)
-                    os.dup2(out_write, 1)
-                    os.dup2(out_write, 2)
-                    os.close(out_write)
-                os.read(read_end, 1)
-                os.execvp(argv[0], argv)
-            except OSError as err:
-                os.write(2, f"gmemtrace: error: cannot run {argv[0]}: {err.strerror}\n".encode())
-            os._exit(127)
-        os.close(read_end)
-        self.output: int | None = None
-        if capture:
-            os.close(out_write)
-            os.set_blocking(out_read, False)
-            self.output = out_read
-        self.returncode: int | None = None
-
-    def read_output(self) -> bytes:
-        """What the command wrote since the last call (captured mode)."""
-        if self.output is None:
-            return b""
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(self.output, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def start(self) -> None:
-        os.write(self._gate, b"go")
-        os.close(self._gate)
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def stop(self) -> None:
-        """On an early exit of gmemtrace: end the command too, never leave it waiting."""
-        if self.poll() is None:
-            with contextlib.suppress(OSError):
-                os.close(self._gate)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            os.waitpid(self.pid, 0)
-            self.returncode = -signal.SIGTERM

@@ -92,3 +92,16 @@ def alive(pid: int, proc: Path = PROC) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def processes_named(comm: str, proc: Path = PROC) -> list[int]:
+    """Pids whose comm is `comm` (compared as the kernel stores it: 15 characters)."""
+    found = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().rstrip("\n") == comm[:15]:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

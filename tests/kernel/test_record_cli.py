@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,38 @@ def test_probes_prints_the_bpf_c_with_offsets_from_btf() -> None:
     offset = Btf.load().member("inode", "i_ino").offset_bytes
     assert f"#define OFF_INODE_I_INO {offset}\n" in result.stdout
     assert "RAW_TRACEPOINT_PROBE(page_fault_user)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "view", [["record", "-o", "{trace}"], ["--no-live"]], ids=["record", "view"]
+)
+def test_the_commands_exit_status_is_handed_back(tmp_path: Path, view: list[str]) -> None:
+    """As strace, time and perf record do: CI scripts can wrap a command in gmemtrace."""
+    args = [a.format(trace=tmp_path / "t.trace") for a in view]
+    result = run(*args, "--", "sh", "-c", "exit 3")
+    assert result.returncode == 3, result.stderr
+    killed = run(*args, "--", "sh", "-c", "kill -KILL $$")
+    assert killed.returncode == 128 + 9, killed.stderr
+
+
+def _running(marker: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+@pytest.mark.parametrize(
+    "view", [["record", "-o", "{trace}"], ["--no-live"]], ids=["record", "view"]
+)
+def test_a_command_never_outlives_gmemtrace(tmp_path: Path, view: list[str]) -> None:
+    """-d ends the command's whole process group: SIGTERM, then SIGKILL for one that
+    ignores it; nothing is left running, and gmemtrace says what it did."""
+    args = [a.format(trace=tmp_path / "t.trace") for a in view]
+    marker = "61.2345"  # a sleep no one else runs
+    started = time.monotonic()
+    result = run(
+        *args, "-d", "2", "--", "sh", "-c", f"trap '' TERM; sleep {marker} & sleep {marker}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30
+    assert "ended sh" in result.stderr and "with SIGKILL" in result.stderr
+    assert _running(marker) == []

@@ -1,0 +1,123 @@
+"""One capture: requirements -> plan -> attach -> gated command -> writer -> collector -> stop
+-> detach. `gmemtrace record`, the live view, `Session` and the demo drive it; none of
+them repeats it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from gmemtrace.collector import Collector
+from gmemtrace.command import GatedCommand
+from gmemtrace.kernel.procfs import alive, processes_named
+from gmemtrace.tracefile import TraceHeader, TraceWriter
+from gmemtrace.tracer import attach, check_pids, prepare
+
+
+class StopFlag:
+    """SIGINT, SIGTERM and SIGHUP end a capture cleanly (the summary is still printed)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+class Capture:
+    """Probes attached for the targets, a command started under them (held until then),
+    events flowing into a collector (and a trace file), and the rule for when it ends."""
+
+    def __init__(
+        self,
+        pids: list[int] | None = None,
+        comm: str | None = None,
+        command: list[str] | None = None,
+        output: Path | None = None,
+        tier: str | None = None,
+        stream_hot: bool = True,
+        capture_output: bool = False,
+        duration_s: float | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        """Targets: `pids` (and their descendants), processes named `comm` (also later
+        ones), the `command` started here; none of them: every process. `stream_hot`: one
+        record per fault and page (a recording); False, runs coalesced in the kernel."""
+        self.pids = list(pids or [])
+        self.comm = comm
+        self.command = list(command or [])
+        check_pids(self.pids)
+        setup = prepare(tier)
+        self.child = GatedCommand(self.command, capture_output) if self.command else None
+        try:
+            self.targets = ([self.child.pid] if self.child else []) + self.pids
+            comm_pids = processes_named(comm) if comm else []
+            trace_all = not self.targets and not comm
+            self.source = attach(setup, None if trace_all else self.targets + comm_pids, stream_hot)
+            try:
+                self.header: TraceHeader = setup.header(self.targets + comm_pids, self.command)
+                writer = TraceWriter(output, self.header) if output else None
+            except BaseException:
+                self.source.close()
+                raise
+        except BaseException:
+            if self.child is not None:
+                self.child.end()
+            raise
+        self.collector = Collector(self.source, writer=writer)
+        self._stopping = StopFlag() if handle_signals else None
+        self._deadline = time.monotonic() + duration_s if duration_s else None
+
+    def start(self) -> None:
+        """Let the command run: everything is attached."""
+        if self.child is not None:
+            self.child.start()
+
+    def should_stop(self) -> bool:
+        """The one stop rule: a signal, the duration, the command exiting, or every --pid
+        gone (with none of those: until a signal or the duration)."""
+        if self._stopping is not None and self._stopping.requested:
+            return True
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return True
+        if self.child is not None:
+            return self.child.poll() is not None
+        return bool(self.pids) and not any(alive(p) for p in self.pids)
+
+    def follow_comm(self) -> None:
+        """Trace processes named --comm that started since the last call."""
+        if self.comm:
+            new = [p for p in processes_named(self.comm) if p not in self.source.pids]
+            if new:
+                self.source.add_targets(new)
+
+    def run(self, interval_s: float = 0.02) -> None:
+        """Collect until the stop rule says so (record and headless drivers)."""
+        self.collector.run(self.should_stop, interval_s, on_tick=self.follow_comm)
+
+    def finish(self, clean: bool = True) -> None:
+        """Close the recording, detach every probe, and end the command if it still runs."""
+        try:
+            self.collector.finish(clean)
+        finally:
+            if self.child is not None:
+                self.child.end()
+
+    def command_status(self) -> int | None:
+        """The command's exit status when it ended by itself (None: no command, or gmemtrace
+        ended it)."""
+        if self.child is None or self.child.ended_by:
+            return None
+        return self.child.exit_status
+
+    def ended_note(self) -> str:
+        """What gmemtrace did to the command, if it ended it ("" otherwise)."""
+        if self.child is None or not self.child.ended_by:
+            return ""
+        return (
+            f"gmemtrace: ended {self.command[0]} (pid {self.child.pid}) and its process group "
+            f"with {self.child.ended_by}"
+        )
