@@ -42,7 +42,8 @@ class Kind(enum.IntEnum):
 # Per-inode totals, in the words of reports and ground truths alike.
 COUNTERS = (
     "host_faults",
-    "host_faults_refused",
+    "host_faults_refused",  # SIGBUS on a private page
+    "host_faults_beyond_eof",  # SIGBUS past the end of the file (a mapping longer than it)
     "guest_faults",
     "pages_allocated",
     "pages_freed",

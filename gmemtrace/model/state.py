@@ -49,11 +49,11 @@ FROM_NOTHING = "unknown"
 
 
 # Event kind -> counter for the kinds counted in bulk, and whether the event's
-# page count (not 1) is what counts. A refused fault is also a host fault
-# event (taken, then refused): host_faults counts the successful ones.
+# page count (not 1) is what counts. Refused faults are counted one by one (a
+# refused fault is also a host fault event, taken then refused: host_faults
+# counts the successful ones).
 _BULK: dict[int, tuple[str, bool]] = {
     Kind.HOST_FAULT: ("host_faults", True),  # a run of faults on consecutive pages
-    Kind.HOST_FAULT_REFUSED: ("host_faults_refused", False),
     Kind.GUEST_FAULT: ("guest_faults", True),
     Kind.ALLOC: ("pages_allocated", True),
     Kind.FREE: ("pages_freed", True),
@@ -82,6 +82,7 @@ class InodeState:
     last_fault_ns: IntervalMap[int]  # when the host last faulted each page (0: never)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     first_seen_ns: int = 0
+    size_known: bool = True  # False: first seen in a page or fault event, grown as they come
 
     @classmethod
     def create(cls, ino: int, size_pages: int, flags: int | None, ts: int) -> InodeState:
@@ -117,8 +118,9 @@ class InodeState:
         }
 
     def grow(self, size_pages: int) -> None:
-        """Pages beyond the known size: an inode first seen in page or fault events."""
-        if size_pages > self.size_pages:
+        """Pages beyond the size seen so far, of an inode first seen in page or fault events
+        (an inode whose size is known never grows: a page past it is past the end)."""
+        if size_pages > self.size_pages and not self.size_known:
             self.size_pages = size_pages
             self.shareability.resize(size_pages, (Share.UNKNOWN, FROM_NOTHING))
             self.resident.resize(size_pages, False)
@@ -176,6 +178,7 @@ class Model:
         state = self.inodes.get(ino)
         if state is None:
             state = self.inodes[ino] = InodeState.create(ino, 0, None, ts)
+            state.size_known = False
         return state
 
     def locate_gfn(self, pid: int, gfn: int) -> tuple[int, int] | None:
@@ -234,19 +237,18 @@ class Model:
             if not mask.any():
                 continue
             weights = events["count"][mask] if weighted else None
-            refused = kind == Kind.HOST_FAULT_REFUSED
             first_ts = int(events["ts_ns"][int(np.argmax(mask))])
             for inode, n in _sum_by(ino[mask], weights):
-                _add(self.inode(inode, first_ts).counts, counter, n, refused)
+                self.inode(inode, first_ts).counts[counter] += n
             pids = pid[mask]
             for p, n in _sum_by(pids, weights):
-                _add(self.per_pid.setdefault(p, dict.fromkeys(COUNTERS, 0)), counter, n, refused)
+                self.per_pid.setdefault(p, dict.fromkeys(COUNTERS, 0))[counter] += n
             thread_key = (pids.astype(np.uint64) << np.uint64(32)) | tid[mask]
             for key, n in _sum_by(thread_key, weights):
                 counts = self.per_thread.setdefault(
                     (key >> 32, key & 0xFFFFFFFF), dict.fromkeys(COUNTERS, 0)
                 )
-                _add(counts, counter, n, refused)
+                counts[counter] += n
 
     def _name(self, events: np.ndarray) -> None:
         named = events[events["comm"] != b""]
@@ -274,6 +276,9 @@ class Model:
         for ino, first, end, last_ns in _runs(events, faults):
             state = self.inode(ino, last_ns)
             state.grow(end)
+            end = min(end, state.size_pages)  # past the end: refused, and no page of it
+            if first >= end:
+                continue
             state.last_fault_ns.assign(first, end, last_ns)
             if state.init is Share.UNKNOWN:
                 state.infer(first, end, Share.SHARED, FROM_FAULT)
@@ -309,8 +314,12 @@ class Model:
             page = int(ev["first"])
             state = self.inode(ino, ts)
             state.grow(page + 1)
-            # Stronger than an inference from the fault itself (taken, then refused).
-            if state.shareability.get(page)[1] in (FROM_NOTHING, FROM_FAULT):
+            beyond = page >= state.size_pages  # a mapping longer than the file
+            reason = "beyond_eof" if beyond else "private"
+            counter = "host_faults_beyond_eof" if beyond else "host_faults_refused"
+            self._count_one(ev, state, counter)
+            if not beyond and state.shareability.get(page)[1] in (FROM_NOTHING, FROM_FAULT):
+                # Stronger than an inference from the fault itself (taken, then refused).
                 state.shareability.assign(page, page + 1, (Share.PRIVATE, FROM_REFUSED))
             self.refused.append(
                 {
@@ -320,6 +329,7 @@ class Model:
                     "ino": ino,
                     "page": page,
                     "address": int(ev["arg"]),
+                    "reason": reason,
                 }
             )
         elif kind == Kind.PUNCH and ev["result"] == 0:
@@ -365,11 +375,17 @@ class Model:
         if not private and not (state.flags or 0) & GUEST_MEMFD_FLAG_MMAP:
             return  # a shared frame: KVM maps the memslot's host memory, not guest_memfd
         state.grow(page + 1)
-        counter = "guest_faults"
-        state.counts[counter] += 1
-        self.per_pid.setdefault(pid, dict.fromkeys(COUNTERS, 0))[counter] += 1
-        tid = int(ev["tid"])
-        self.per_thread.setdefault((pid, tid), dict.fromkeys(COUNTERS, 0))[counter] += 1
+        self._count_one(ev, state, "guest_faults")
+
+    def _count_one(self, ev: np.void, state: InodeState, counter: str) -> None:
+        """One event of a kind counted one by one, per inode, process and thread. A refused
+        host fault was also a fault event (taken, then refused): it is not a host fault."""
+        pid, tid = int(ev["pid"]), int(ev["tid"])
+        refused = counter.startswith("host_faults_")
+        _add(state.counts, counter, 1, refused)
+        _add(self.per_pid.setdefault(pid, dict.fromkeys(COUNTERS, 0)), counter, 1, refused)
+        thread = self.per_thread.setdefault((pid, tid), dict.fromkeys(COUNTERS, 0))
+        _add(thread, counter, 1, refused)
 
     def _apply_conversion(self, ev: np.void) -> None:
         flags, ts = int(ev["flags"]), int(ev["ts_ns"])

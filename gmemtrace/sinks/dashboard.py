@@ -122,7 +122,11 @@ class Dashboard:
             f"  resident {state.resident.count(True)}  {per_cell} pages/cell",
             style="dim",
         )
-        refused = {r["page"] for r in self.model.refused if r["ino"] == state.ino}
+        refused = {
+            r["page"]
+            for r in self.model.refused
+            if r["ino"] == state.ino and r.get("reason") != "beyond_eof"
+        }
         hot_since = self.info.now_ns - HOT_WINDOW_NS
         return [label, ShareabilityStrip(state, refused, hot_since)]
 
@@ -201,7 +205,8 @@ class Dashboard:
                 no_wrap=True,
                 overflow="ellipsis",
             )
-            text.append("refused fault", style="bold red")
+            beyond = r.get("reason") == "beyond_eof"
+            text.append("fault beyond the end" if beyond else "refused fault", style="bold red")
             text.append(f" ino {r['ino']} page {r['page']} (SIGBUS) at {r['address']:#x}")
             entries.append((r["ts_ns"], text))
         entries.sort(key=lambda e: e[0])

@@ -78,9 +78,12 @@ class InodeTruth:
         self.log(op, first, max(pages) - first + 1, pid, faults=len(faulted), allocated=allocated)
 
     def host_refused(self, page: int, pid: int) -> None:
-        """A host access to a private page: the fault is refused with SIGBUS."""
-        self.counts["host_faults_refused"] += 1
-        self.log("host_fault_refused", page, 1, pid, signal="SIGBUS")
+        """A host access refused with SIGBUS: a private page, or a page past the end of the
+        file (through a mapping longer than it)."""
+        beyond = page >= self.size_pages
+        self.counts["host_faults_beyond_eof" if beyond else "host_faults_refused"] += 1
+        op = "host_fault_beyond_eof" if beyond else "host_fault_refused"
+        self.log(op, page, 1, pid, signal="SIGBUS")
 
     def guest_touch(
         self, pages: list[int], pid: int, mapping: int = 0, mapped_by_kvm: set[int] | None = None

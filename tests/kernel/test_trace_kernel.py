@@ -166,3 +166,36 @@ def test_trace_attached_after_the_workload_mapped_its_memory(tmp_path: Path) -> 
     for inode in later:  # created after attaching: exact, as always
         assert {k: by_ino[inode["ino"]][k] for k in COUNTERS} == inode["counts"]
         assert by_ino[inode["ino"]]["init"] == inode["init"]
+
+
+BEYOND_EOF = """
+import json, sys
+from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
+from gmemtrace.workload import Workload
+wl = Workload("beyond-eof")
+gmem = wl.guest_memfd(4, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)
+longer = wl.map(gmem, 0, 8)  # a mapping twice as long as the file
+wl.host_touch(longer, 0, 4)
+wl.facts["signal"] = wl.touch_in_child(longer, 6)
+wl.close()
+open(sys.argv[1], "w").write(json.dumps(wl.ground_truth()))
+"""
+
+
+def test_a_fault_beyond_the_end_is_its_own_refusal(tmp_path: Path) -> None:
+    """Not a refused fault on a private page, and the file does not grow to hold it."""
+    trace, truth_path = tmp_path / "t.trace", tmp_path / "truth.json"
+    result = subprocess.run(
+        [*GMEMTRACE, "record", "-o", str(trace), "--json", "--",
+         sys.executable, "-c", BEYOND_EOF, str(truth_path)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    truth = json.loads(truth_path.read_text())
+    assert truth["facts"]["signal"] == 7  # SIGBUS
+    report = last_report(result.stdout)
+    assert_matches_truth(report, truth, trace)
+    (inode,) = report["inodes"]
+    assert inode["size_pages"] == 4, "the size it was created with"
+    assert (inode["host_faults_beyond_eof"], inode["host_faults_refused"]) == (1, 0)
+    assert (inode["shared_pages"], inode["private_pages"], inode["unknown_pages"]) == (4, 0, 0)
