@@ -54,6 +54,7 @@ class Config:
     command: Callable[[int, Path], list[str]] | None  # pid, scratch dir -> tracer argv
     stops_itself: bool = True  # ends when the target exits (else: SIGINT)
     bpf_programs: int = 1  # programs to wait for before releasing the storm (0: perf)
+    ready_text: str = ""  # or what the tracer prints once it is attached
     count: Callable[[str, Path], tuple[int | None, int | None]] = lambda out, d: (None, None)
     runs: list[Run] = field(default_factory=list)
     absent: str = ""
@@ -123,6 +124,9 @@ def _perf_record_counts(_: str, scratch: Path) -> tuple[int | None, int | None]:
     return samples, int(lost[1]) if lost else 0
 
 
+READY = "; Ctrl-C to end"  # gmemtrace's line once everything is attached
+
+
 def configurations() -> list[Config]:
     tp = "exceptions:page_fault_user"
     configs = [
@@ -130,13 +134,15 @@ def configurations() -> list[Config]:
         Config(
             "gmemtrace live (view)",
             lambda pid, d: [*GMEMTRACE, "--pid", str(pid), "--json", "-i", "1"],
-            bpf_programs=10,
+            bpf_programs=0,
+            ready_text=READY,
             count=_gmemtrace_live_counts,
         ),
         Config(
             "gmemtrace record",
             lambda pid, d: [*GMEMTRACE, "record", "--pid", str(pid), "-o", str(d / "bench.trace")],
-            bpf_programs=10,
+            bpf_programs=0,
+            ready_text=READY,
             count=_gmemtrace_record_counts,
         ),
         Config(
@@ -221,11 +227,18 @@ def measure(config: Config, pages: int, rounds: int) -> Run:
                     config.command(workload.pid, scratch), stdout=out, stderr=subprocess.STDOUT
                 )
             deadline = time.monotonic() + 60
-            while config.bpf_programs and _bpf_program_count() - before < config.bpf_programs:
+
+            def attached() -> bool:
+                if config.ready_text:
+                    return config.ready_text in out_path.read_text()
+                return _bpf_program_count() - before >= config.bpf_programs
+
+            while not attached():
                 if time.monotonic() > deadline or tracer.poll() is not None:
                     raise RuntimeError(f"{config.name} did not attach: {out_path.read_text()}")
                 time.sleep(0.05)
-            time.sleep(0.3 if config.bpf_programs else 1.0)  # perf: no program to see
+            # perf shows no program and says nothing: give it a second
+            time.sleep(1.0 if not (config.bpf_programs or config.ready_text) else 0.1)
         os.kill(workload.pid, signal.SIGUSR1)
         workload.wait(timeout=300)
         cpu = rss = None

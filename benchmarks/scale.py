@@ -14,7 +14,7 @@ import numpy as np
 from rich.table import Table
 
 from gmemtrace.events import EVENT_DTYPE, Kind
-from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
+from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
 from gmemtrace.model.state import Model
 
 TIB_PAGES = (1 << 40) >> 12

@@ -33,17 +33,6 @@ BPF_HASH(targets, u32, u32, 65536);          /* tgid -> address space id */
 BPF_HASH(gmem_inodes, u64, u64, 65536);      /* ino -> s_dev (kernel encoding) */
 BPF_PERCPU_ARRAY(lost, u64, 1);
 
-struct latency_key {
-    u32 kind;  /* enum gmem_event_kind */
-    u32 slot;  /* log2 of the latency in ns */
-};
-BPF_HISTOGRAM(latency, struct latency_key, 1024);
-
-static __always_inline void record_latency(u32 kind, u64 ns)
-{
-    struct latency_key key = {.kind = kind, .slot = bpf_log2l(ns)};
-    latency.atomic_increment(key);
-}
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 static __always_inline struct config *cfg(void)

@@ -192,7 +192,6 @@ int kretprobe__kvm_gmem_fallocate(struct pt_regs *ctx)
     long ret = PT_REGS_RC(ctx);
     u16 kind = (c.arg & FALLOC_FL_PUNCH_HOLE_) ? EV_PUNCH : EV_FALLOCATE;
     u64 latency = bpf_ktime_get_ns() - c.ts;
-    record_latency(kind, latency);
     emit(kind, c.arg, ret < 0 ? ret : 0, c.ino, c.first, c.count, latency, 0);
     return 0;
 }

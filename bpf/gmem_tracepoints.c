@@ -646,7 +646,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
             flags |= CONV_TO_PRIVATE;
         if (c.cmd != CMD_SET_MEMORY_ATTRIBUTES && !c.ino)
             return 0; /* the same ioctl numbers on something that is not a guest_memfd */
-        record_latency(EV_CONVERT, latency);
         emit(EV_CONVERT, flags, result, c.ino, c.a[0] >> PAGE_SHIFT_, pages_up(c.a[1]), c.a[0],
              latency);
     }
@@ -704,7 +703,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fallocate)
     u64 first = c.a[1] >> PAGE_SHIFT_;
     u64 end = pages_up(c.a[1] + c.a[2]);
     u64 latency = bpf_ktime_get_ns() - c.ts;
-    record_latency(kind, latency);
     emit(kind, c.a[0], ret < 0 ? ret : 0, c.ino, first, end - first, latency, 0);
     return 0;
 }

@@ -333,6 +333,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     )
     clean = False
     try:
+        print(capture.ready_note("recording", args.output), file=sys.stderr, flush=True)
         capture.start()
         capture.run()
         clean = True

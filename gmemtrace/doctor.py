@@ -12,33 +12,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmemtrace.errors import GmemtraceError
-from gmemtrace.kernel import caps, kvm, tracefs
 from gmemtrace.kernel import headers as kheaders
-from gmemtrace.kernel.btf import Btf, BtfError
+from gmemtrace.kernel import kvm
+from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.host import Host
 from gmemtrace.kernel.kallsyms import symbols_containing
 from gmemtrace.probes import plan as probe_plan
+from gmemtrace.requirements import OPTIONAL_TRACEPOINTS, Outcome, attached_tracepoints, check_all
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
-
-# The stable tracepoints the tracepoint tier is built on.
-TRACEPOINTS = (
-    "filemap/mm_filemap_add_to_page_cache",
-    "filemap/mm_filemap_delete_from_page_cache",
-    "exceptions/page_fault_user",
-    "signal/signal_generate",
-    "syscalls/sys_enter_ioctl",
-    "syscalls/sys_exit_ioctl",
-    "syscalls/sys_enter_fallocate",
-    "syscalls/sys_enter_mmap",
-    "syscalls/sys_exit_mmap",
-    "syscalls/sys_enter_munmap",
-    "kvm/kvm_userspace_exit",
-    "sched/sched_process_fork",
-    "sched/sched_process_exit",
-)
 
 # Functions of the in-place conversion series; their presence means the kernel
 # defines KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES (or the May 2025 RFC's names).
@@ -82,24 +65,6 @@ class Diagnosis:
             "checks": [asdict(c) for c in self.checks],
             "facts": self.facts,
         }
-
-
-def check_privileges(host: Host, d: Diagnosis) -> None:
-    missing = caps.missing_for_tracing(host.proc_status)
-    held = ", ".join(n for n in sorted(caps.TRACING_CAPS) if n not in missing)
-    d.facts["euid"] = os.geteuid()
-    if not missing:
-        d.add(Check("privileges", OK, f"euid {os.geteuid()}; {held}"))
-        return
-    d.add(
-        Check(
-            "privileges",
-            FAIL,
-            f"euid {os.geteuid()}; missing {', '.join(missing)}",
-            "run as root (sudo gmemtrace ...)",
-        ),
-        blocks=True,
-    )
 
 
 def check_kvm(host: Host, d: Diagnosis, btf: Btf | None) -> None:
@@ -203,7 +168,7 @@ def _check_caps(kvm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
 
 def _check_inplace(vm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
     inplace = [f for f in INPLACE_FUNCTIONS if btf is not None and btf.has_function(f)]
-    cap = kvm.CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES
+    cap = kvm.inplace_capability()
     if inplace:
         value = kvm.check_extension(vm_fd, cap)
         d.facts["kvm_caps"][cap.name] = value
@@ -213,75 +178,46 @@ def _check_inplace(vm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
     d.add(Check(cap.name, INFO, detail))
 
 
-def check_btf(host: Host, d: Diagnosis) -> Btf | None:
-    try:
-        btf = Btf.load(host.btf)
-    except BtfError as err:
-        d.add(
-            Check(
-                "kernel BTF",
-                FAIL,
-                str(err),
-                "a kernel built with CONFIG_DEBUG_INFO_BTF=y",
-            ),
-            blocks=True,
-        )
-        return None
-    d.add(Check("kernel BTF", OK, f"{host.btf}, {btf.type_count} types"))
-    return btf
+def check_requirements(host: Host, d: Diagnosis) -> dict[str, Outcome]:
+    """Every requirement of tracing (gmemtrace/requirements.py), each a row; the ones not
+    met block tracing."""
+    outcomes = {}
+    for req, outcome in check_all(host):
+        fix = "" if outcome.ok else req.fix(host)
+        detail = outcome.detail
+        if req.name == "tracefs" and not outcome.ok:
+            detail = f"not mounted, and mounting failed: {detail}"
+        d.add(Check(outcome.label or req.name, OK if outcome.ok else FAIL, detail, fix), True)
+        outcomes[req.name] = outcome
+    d.facts["euid"] = os.geteuid()
+    if outcomes["tracefs"].ok:
+        d.facts["tracefs"] = str(outcomes["tracefs"].value)
+    if outcomes["bcc"].ok:
+        d.facts["bcc_version"] = outcomes["bcc"].detail.removeprefix("version ")
+    found: kheaders.Headers = outcomes["kernel headers"].value
+    d.facts["headers"] = {"kind": found.kind, "path": str(found.path) if found.path else None}
+    return outcomes
 
 
-def check_tracefs(host: Host, d: Diagnosis) -> bool:
-    state = tracefs.ensure_mounted(host.mounts, host.tracefs_mountpoint)
-    if state.mountpoint is None:
-        d.add(
-            Check(
-                "tracefs",
-                FAIL,
-                f"not mounted, and mounting failed: {state.error}",
-                f"mount -t tracefs nodev {host.tracefs_mountpoint}",
-            ),
-            blocks=True,
-        )
-        return False
-    d.facts["tracefs"] = str(state.mountpoint)
-    how = "was not mounted; mounted now" if state.mounted_now else "mounted"
-    d.add(Check("tracefs", OK, f"{how} at {state.mountpoint}"))
-    events = state.mountpoint / "events"
-    missing = [tp for tp in TRACEPOINTS if not (events / tp / "format").exists()]
+def check_tracepoints(tracefs: Path, d: Diagnosis) -> None:
+    """The tracepoints the programs attach (read from their source), present or not."""
+    wanted = attached_tracepoints()
+    events = tracefs / "events"
+    missing = [tp for tp in wanted if not (events / tp / "format").exists()]
+    needed = [tp for tp in missing if tp not in OPTIONAL_TRACEPOINTS]
     d.facts["tracepoints_missing"] = missing
+    detail = f"{len(wanted) - len(missing)}/{len(wanted)} present"
+    if missing:
+        detail += f"; missing {', '.join(missing)}"
+        detail += "" if needed else " (optional: used where the kernel has it)"
     d.add(
         Check(
             "tracepoints",
-            WARN if missing else OK,
-            f"{len(TRACEPOINTS) - len(missing)}/{len(TRACEPOINTS)} present"
-            + (f"; missing {', '.join(missing)}" if missing else ""),
-            "events gmemtrace cannot see are listed by `gmemtrace probes`" if missing else "",
+            WARN if needed else OK,
+            detail,
+            "events gmemtrace cannot see are listed by `gmemtrace probes`" if needed else "",
         )
     )
-    return True
-
-
-def check_bcc(d: Diagnosis) -> bool:
-    from gmemtrace.probes import bcc_backend
-
-    try:
-        version = bcc_backend.bcc_version()
-    except GmemtraceError as err:
-        d.add(Check("bcc", FAIL, str(err).split("; fix:")[0], bcc_backend.BCC_FIX), blocks=True)
-        return False
-    d.facts["bcc_version"] = version
-    d.add(Check("bcc", OK, f"version {version}"))
-    return True
-
-
-def check_headers(host: Host, d: Diagnosis) -> kheaders.Headers:
-    found = kheaders.resolve(environ=host.environ, lib_modules=host.lib_modules, src=host.usr_src)
-    d.facts["headers"] = {"kind": found.kind, "path": str(found.path) if found.path else None}
-    status = {kheaders.MATCHING: OK, kheaders.USER: OK, kheaders.FALLBACK: OK}.get(found.kind, FAIL)
-    fix = "" if found.usable else "apt-get install linux-headers-$(dpkg --print-architecture)"
-    d.add(Check(f"kernel headers ({found.kind})", status, found.detail, fix), blocks=True)
-    return found
 
 
 def check_program_types(host: Host, d: Diagnosis, found: kheaders.Headers, btf: Btf | None) -> None:
@@ -327,13 +263,13 @@ def diagnose(host: Host | None = None) -> Diagnosis:
     host = host or Host()
     d = Diagnosis()
     d.facts["kernel"] = platform.release()
-    check_privileges(host, d)
-    btf = check_btf(host, d)
+    met = check_requirements(host, d)
+    btf: Btf | None = met["kernel BTF"].value
     check_kvm(host, d, btf)
-    have_tracefs = check_tracefs(host, d)
-    have_bcc = check_bcc(d)
-    found = check_headers(host, d)
-    if host.load_bpf and have_bcc and found.usable and have_tracefs:
+    if met["tracefs"].ok:
+        check_tracepoints(met["tracefs"].value, d)
+    found: kheaders.Headers = met["kernel headers"].value
+    if host.load_bpf and met["bcc"].ok and found.usable and met["tracefs"].ok:
         check_program_types(host, d, found, btf)
     else:
         d.add(Check("BPF program types", INFO, "not loaded: needs bcc, headers and tracefs"))

@@ -224,6 +224,8 @@ def run(options: Options) -> int:
     )
     clean = False
     try:
+        if headless:
+            print(capture.ready_note("tracing"), file=sys.stderr, flush=True)
         capture.start()
         view = LiveView(
             capture.collector,

@@ -10,7 +10,7 @@ import pandas as pd
 from gmemtrace.analysis import Trace
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.events import CONV_TO_PRIVATE, Kind
-from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED
+from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED
 from gmemtrace.model.state import DISCOVERED
 
 if TYPE_CHECKING:

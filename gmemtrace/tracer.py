@@ -1,8 +1,4 @@
-"""Getting ready to trace: requirements checked, probes planned and attached, command started.
-
-Each missing requirement is one GmemtraceError naming the fix (the words of
-`gmemtrace doctor`).
-"""
+"""Getting ready to trace: requirements met, probes planned, then attached."""
 
 from __future__ import annotations
 
@@ -13,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gmemtrace.errors import GmemtraceError, UsageError
-from gmemtrace.kernel import caps, tracefs
 from gmemtrace.kernel import headers as kheaders
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.host import Host
 from gmemtrace.probes import plan as probe_plan
-from gmemtrace.probes.bcc_backend import BCC_FIX, import_bcc
 from gmemtrace.probes.tracepoints import TracepointSource
+from gmemtrace.requirements import require_all
 from gmemtrace.tracefile import TraceHeader
 
 
@@ -43,37 +38,13 @@ class Setup:
 
 def prepare(force_tier: str | None = None, host: Host | None = None) -> Setup:
     """Check every requirement of tracing and plan the probes; raise the first problem,
-    in doctor's words, naming its fix."""
+    in doctor's words, naming its fix (gmemtrace/requirements.py)."""
     host = host or Host()
-    missing = caps.missing_for_tracing(host.proc_status)
-    if missing:
-        raise GmemtraceError(
-            f"tracing needs {', '.join(missing)}; run it as root (sudo gmemtrace ...)"
-        )
-    try:
-        import_bcc()
-    except GmemtraceError:
-        raise GmemtraceError(f"bcc is not installed; fix: {BCC_FIX}") from None
-    try:
-        btf = Btf.load(host.btf)
-    except GmemtraceError as err:
-        raise GmemtraceError(f"{err}; fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y") from None
-    mounted = tracefs.ensure_mounted(host.mounts, host.tracefs_mountpoint)
-    if mounted.mountpoint is None:
-        raise GmemtraceError(
-            f"tracefs is not mounted ({mounted.error}); fix: mount -t tracefs nodev "
-            f"{host.tracefs_mountpoint}"
-        )
-    found = kheaders.resolve(environ=host.environ, lib_modules=host.lib_modules, src=host.usr_src)
-    if not found.usable:
-        raise GmemtraceError(
-            f"no kernel headers for bcc ({found.detail}); fix: apt-get install "
-            "linux-headers-$(dpkg --print-architecture)"
-        )
-    loads = probe_plan.program_types(found, btf)
-    plan = probe_plan.make_plan(btf, loads, mounted.mountpoint, force_tier)
+    met = require_all(host)
+    loads = probe_plan.program_types(met.headers, met.btf)
+    plan = probe_plan.make_plan(met.btf, loads, met.tracefs, force_tier)
     probe_plan.require_tier(plan, force_tier)
-    return Setup(found, btf, mounted.mountpoint, plan)
+    return Setup(met.headers, met.btf, met.tracefs, plan)
 
 
 def tracing_available() -> tuple[bool, str]:

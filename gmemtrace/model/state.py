@@ -23,7 +23,7 @@ from gmemtrace.events import (
     GUEST_FAULT_TIMED,
     Kind,
 )
-from gmemtrace.kernel.kvm import (
+from gmemtrace.kernel.uapi import (
     GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP,
     KVM_MEMORY_EXIT_FLAG_PRIVATE,

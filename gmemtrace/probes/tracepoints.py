@@ -219,13 +219,6 @@ class TracepointSource:
         """Events the kernel could not put in the ring buffer, since attach."""
         return int(sum(self.bpf[b"lost"][ctypes.c_int(0)]))
 
-    def latency_histograms(self) -> dict[str, dict[int, int]]:
-        """In-kernel log2 histograms: {event: {log2(ns) slot: count}}."""
-        out: dict[str, dict[int, int]] = {}
-        for key, value in self.bpf[b"latency"].items():
-            out.setdefault(Kind(key.kind).label, {})[int(key.slot)] = int(value.value)
-        return out
-
     def close(self) -> None:
         self.ring.close()
         self.bpf.cleanup()

@@ -15,7 +15,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
-from gmemtrace.kernel.kvm import decode_gmem_flags
+from gmemtrace.kernel.uapi import decode_gmem_flags
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
 from gmemtrace.sinks.strip import ShareabilityStrip, legend, pages_per_cell

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from gmemtrace.kernel.kvm import PAGE_SIZE
+from gmemtrace.kernel.uapi import PAGE_SIZE
 
 # Real mode reaches 1 MiB: page p is segment p * 0x100, offset 0.
 MAX_GUEST_PAGE = 0xFF

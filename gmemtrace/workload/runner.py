@@ -14,7 +14,7 @@ from typing import Any
 
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel import kvm
-from gmemtrace.kernel.kvm import PAGE_SIZE
+from gmemtrace.kernel.uapi import PAGE_SIZE
 from gmemtrace.workload import guest
 from gmemtrace.workload.truth import InodeTruth
 from gmemtrace.workload.vmm import GuestMemfd, HostMapping, Vcpu, Vm

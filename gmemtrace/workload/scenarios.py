@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
-from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_MMAP as MMAP
-from gmemtrace.kernel.kvm import KVM_X86_SW_PROTECTED_VM, PAGE_SIZE
+from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
+from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_MMAP as MMAP
+from gmemtrace.kernel.uapi import KVM_X86_SW_PROTECTED_VM, PAGE_SIZE
 from gmemtrace.workload import guest
 from gmemtrace.workload.runner import Workload
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gmemtrace.events import COUNTERS
-from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, decode_gmem_flags
+from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED, decode_gmem_flags
 from gmemtrace.model.intervals import IntervalMap
 
 SHARED = "shared"

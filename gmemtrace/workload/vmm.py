@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel import kvm
-from gmemtrace.kernel.kvm import PAGE_SIZE
+from gmemtrace.kernel.uapi import PAGE_SIZE
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mmap.argtypes = [

@@ -102,9 +102,10 @@ def test_a_new_mapping_where_an_old_one_was_is_attributed_to_its_own_inode(
     assert faults_by_page(events, new.ino) == dict.fromkeys(range(4), 1)
 
 
-def test_conversion_and_punch_latencies_land_in_kernel_histograms(
+def test_conversion_and_punch_latencies_land_in_the_histograms(
     source: TracepointSource,
 ) -> None:
+    """One histogram, the model's, from the latencies the events carry."""
     wl = Workload("latency")
     try:
         gmem = wl.guest_memfd(16, MMAP | INIT_SHARED)
@@ -113,7 +114,9 @@ def test_conversion_and_punch_latencies_land_in_kernel_histograms(
         wl.convert(gmem, 0, 2, to_private=True)
     finally:
         wl.close()
-    histograms = source.latency_histograms()
+    model = Model()
+    model.apply(source.poll())
+    histograms = model.latency
     assert sum(histograms["punch"].values()) == 1
     assert sum(histograms["fallocate"].values()) == 1
     assert sum(histograms["convert"].values()) == 1  # one interface: the range is unbound

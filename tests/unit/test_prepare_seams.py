@@ -9,6 +9,7 @@ import pytest
 from gmemtrace import tracer
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel.host import Host
+from gmemtrace.probes import bcc_backend
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_missing_bcc(capable: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_bcc() -> None:
         raise GmemtraceError("bcc is not installed")
 
-    monkeypatch.setattr(tracer, "import_bcc", no_bcc)
+    monkeypatch.setattr(bcc_backend, "import_bcc", no_bcc)
     assert "fix: apt-get install python3-bpfcc" in str(failure(Host(proc_status=capable)))
 
 

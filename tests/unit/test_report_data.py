@@ -113,7 +113,7 @@ def test_read_trace_dataframes(truth: dict[str, Any]) -> None:
 
 def test_an_inode_number_reused_after_release_is_two_inodes() -> None:
     from gmemtrace.events import EVENT_DTYPE, Kind
-    from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
+    from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
     from gmemtrace.model.state import Model
     from gmemtrace.report import build_report
 
