@@ -124,7 +124,7 @@ def _perf_record_counts(_: str, scratch: Path) -> tuple[int | None, int | None]:
     return samples, int(lost[1]) if lost else 0
 
 
-READY = "; Ctrl-C to end"  # gmemtrace's line once everything is attached
+READY = "... Ctrl-C to end."  # gmemtrace's line once everything is attached
 
 
 def configurations() -> list[Config]:

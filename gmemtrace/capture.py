@@ -107,12 +107,13 @@ class Capture:
                 self.child.end()
 
     def ready_note(self, doing: str, into: Path | None = None) -> str:
-        """The line that says tracing is attached (as bcc's tools say "Tracing...")."""
+        """The line that says tracing is attached, as bcc's tools say "Tracing... Hit Ctrl-C
+        to end." (not an error: no "gmemtrace:" before it)."""
         what = [f"{self.command[0]} (pid {self.child.pid})"] if self.child else []
         what += [f"pid {p}" for p in self.pids]
         what += [f"comm {self.comm}"] if self.comm else []
         where = f" to {into}" if into else ""
-        return f"gmemtrace: {doing} {', '.join(what) or 'every process'}{where}; Ctrl-C to end"
+        return f"{doing} {', '.join(what) or 'every process'}{where}... Ctrl-C to end."
 
     def command_status(self) -> int | None:
         """The command's exit status when it ended by itself (None: no command, or gmemtrace

@@ -333,7 +333,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     )
     clean = False
     try:
-        print(capture.ready_note("recording", args.output), file=sys.stderr, flush=True)
+        print(capture.ready_note("Recording", args.output), file=sys.stderr, flush=True)
         capture.start()
         capture.run()
         clean = True

@@ -225,7 +225,7 @@ def run(options: Options) -> int:
     clean = False
     try:
         if headless:
-            print(capture.ready_note("tracing"), file=sys.stderr, flush=True)
+            print(capture.ready_note("Tracing"), file=sys.stderr, flush=True)
         capture.start()
         view = LiveView(
             capture.collector,
