@@ -288,9 +288,9 @@ def cmd_workload(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gmemtrace import live
+    from gmemtrace.demo import demo
 
-    return live.demo(args.duration, force_replay=args.replay)
+    return demo(args.duration, force_replay=args.replay)
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -325,7 +325,8 @@ def _valid_comm(comm: str) -> bool:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from gmemtrace.capture import Capture
-    from gmemtrace.report import build_report, to_table
+    from gmemtrace.report import build_report
+    from gmemtrace.sinks.report_table import to_table
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     capture = Capture(
@@ -355,7 +356,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gmemtrace.report import report_file, to_csv, to_table
+    from gmemtrace.report import report_file
+    from gmemtrace.sinks.report_table import to_csv, to_table
 
     report = report_file(args.trace)
     if args.format == "json":

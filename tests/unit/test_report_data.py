@@ -14,7 +14,8 @@ from rich.console import Console
 
 import gmemtrace
 from gmemtrace import cli
-from gmemtrace.report import report_file, to_csv, to_table
+from gmemtrace.report import report_file
+from gmemtrace.sinks.report_table import to_csv, to_table
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRACE = DATA / "mixed.trace"

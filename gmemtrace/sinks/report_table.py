@@ -1,0 +1,72 @@
+"""A report (gmemtrace/report.py) as a rich table or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gmemtrace.report import INODE_FIELDS
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=INODE_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(report["inodes"])
+    return out.getvalue()
+
+
+def to_table(report: dict[str, Any]) -> RenderableType:
+    trace = report["trace"]
+    title = (
+        f"gmemtrace report: kernel {trace['kernel']}, {trace['duration_s']:.3f} s, "
+        f"pids {', '.join(map(str, trace['pids'])) or '-'}"
+    )
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0)
+    )
+    columns = (
+        ("ino", "ino"),
+        ("pages", "size_pages"),
+        ("init", "init"),
+        ("shared", "shared_pages"),
+        ("priv", "private_pages"),
+        ("unkn", "unknown_pages"),
+        ("host", "host_faults"),
+        ("ref", "host_faults_refused"),
+        ("guest", "guest_faults"),
+        ("alloc", "pages_allocated"),
+        ("free", "pages_freed"),
+        ("punch", "hole_punches"),
+        ("conv", "conversion_attempts"),
+    )
+    for header, _ in columns:
+        table.add_column(header, justify="left" if header == "init" else "right", no_wrap=True)
+    for inode in report["inodes"]:
+        table.add_row(*(str(inode[key]) for _, key in columns))
+    lines: list[RenderableType] = [table]
+    lost = trace["lost_events"]
+    lines.append(Text(f"lost events: {lost}", style="bold red" if lost else "dim"))
+    for first, last, n in trace.get("lost_windows", []):
+        lines.append(
+            Text(
+                f"  {n} lost between {first:.3f} s and {last:.3f} s: counts there are low",
+                style="red",
+            )
+        )
+    exits = report.get("memory_fault_exits", {}).get("exits", [])
+    if exits:
+        lines.append(Text(f"memory fault exits: {len(exits)}", style="yellow"))
+        for e in exits:
+            where = f"ino {e['ino']} page {e['page']}" if e["ino"] else "no guest_memfd"
+            kind = "private" if e["private"] else "shared"
+            lines.append(Text(f"  gpa {e['gpa']:#x} +{e['size']:#x} {kind} ({where})"))
+    if not trace["complete"]:
+        lines.append(Text(f"incomplete trace: {trace['problem']}", style="bold yellow"))
+    return Group(*lines)
