@@ -3,32 +3,35 @@
 #ifndef GMEM_EVENT_H
 #define GMEM_EVENT_H
 
+/* Field names per kind, as gmemtrace/events.py FIELDS names them ("column = name");
+ * ino, first (a page index) and count (pages) mean the same for every kind. */
 enum gmem_event_kind {
-    EV_CREATE = 1,             /* ino, count = size in pages, arg = flags */
-    EV_BIND = 2,               /* ino, first, count; arg = gpa, arg2 = slot */
-    EV_HOST_FAULT = 3,         /* ino, first, count (> 1: a run of consecutive pages);
-                                  arg = address (a run's: its first page's), flags = error code */
-    EV_HOST_FAULT_REFUSED = 4, /* ino, first; arg = address (SIGBUS) */
-    EV_GUEST_FAULT = 5,        /* ino, first, count; flags GUEST_FAULT_*: TIMED (kvm_gmem_get_pfn:
-                                  result, arg = gpa, arg2 = latency ns), BY_GPA (kvm_page_fault:
-                                  ino 0, first = gfn, arg = gpa, arg2 = error code), neither
-                                  (a page allocated inside KVM_RUN) */
-    EV_ALLOC = 6,              /* ino, first, count (a folio, or a run of pages) */
-    EV_FREE = 7,               /* ino, first, count (a folio, or a run of pages) */
-    EV_PUNCH = 8,              /* ino, first, count, result */
-    EV_FALLOCATE = 9,          /* ino, first, count, result */
-    EV_CONVERT = 10,           /* ino (0: by gpa), first, count, arg = gpa, arg2 = latency ns,
-                                  flags = CONV_* */
-    EV_MEMORY_FAULT_EXIT = 11, /* KVM_EXIT_MEMORY_FAULT: first = gfn, count = pages, arg = gpa,
-                                  arg2 = size (bytes; 0: unknown), flags = exit flags */
+    EV_CREATE = 1,             /* count = size_pages, arg = gmem_flags, arg2 = dev */
+    EV_BIND = 2,               /* first, count: the pages bound; arg = gpa, arg2 = slot */
+    EV_HOST_FAULT = 3,         /* count > 1: a run of consecutive pages; flags = error_code,
+                                  arg = address (a run's first page's), arg2 = asid */
+    EV_HOST_FAULT_REFUSED = 4, /* SIGBUS: arg = address */
+    EV_GUEST_FAULT = 5,        /* flags GUEST_FAULT_*: TIMED (kvm_gmem_get_pfn, with result;
+                                  arg = gpa, arg2 = latency_ns), BY_GPA (kvm_page_fault; ino 0,
+                                  first = the gfn, arg = gpa, arg2 = error_code), neither (a page
+                                  allocated inside KVM_RUN) */
+    EV_ALLOC = 6,              /* a folio, or a run of pages */
+    EV_FREE = 7,               /* a folio, or a run of pages */
+    EV_PUNCH = 8,              /* result; flags = mode, arg = latency_ns */
+    EV_FALLOCATE = 9,          /* result; flags = mode, arg = latency_ns */
+    EV_CONVERT = 10,           /* ino (0: by gpa, first = the gfn); flags = CONV_*, arg = gpa,
+                                  arg2 = latency_ns */
+    EV_MEMORY_FAULT_EXIT = 11, /* KVM_EXIT_MEMORY_FAULT: first = the gfn, count = pages;
+                                  flags = exit_flags, arg = gpa, arg2 = size (bytes; 0: unknown) */
     EV_SHAREABILITY_SETUP = 12,
-    EV_RELEASE = 13,           /* ino, count = size in pages: the last close */
-    EV_MMAP = 14,              /* ino, first, count; arg = address, arg2 = address space id */
-    EV_MUNMAP = 15,            /* count = pages; arg = address, arg2 = address space id */
-    EV_MREMAP = 16,            /* ino, first, count; arg = new address, arg2 = old address */
-    EV_FORK = 17,              /* arg = child pid, arg2 = address space id */
-    EV_EXEC = 18,              /* arg2 = new address space id */
-    EV_LOST = 19,              /* count = events lost so far (written by the collector) */
+    EV_RELEASE = 13,           /* the last close: count = size_pages */
+    EV_MMAP = 14,              /* arg = address, arg2 = asid (address space id) */
+    EV_MUNMAP = 15,            /* arg = address, arg2 = asid */
+    EV_MREMAP = 16,            /* arg = address (the new one), arg2 = old_address */
+    EV_FORK = 17,              /* arg = child, arg2 = asid */
+    EV_EXEC = 18,              /* arg2 = asid (the new one) */
+    EV_LOST = 19,              /* written by the collector: count = lost_total (so far),
+                                  arg = since_ns */
     EV_END = 20,               /* a clean end of the recording (written by the collector) */
 };
 

@@ -83,12 +83,52 @@ struct run {
 /* Between busy marks the compiler keeps the run's stores (an IPI sees them in order). */
 #define compiler_barrier() asm volatile("" ::: "memory")
 
+/* A syscall between its entry and its exit: its arguments, by name. For an ioctl,
+ * the head of its argument struct, copied from user memory at entry (uAPI
+ * layouts, include/uapi/linux/kvm.h). */
 struct call {
     u64 ts;
-    u32 kind;
-    u32 cmd;
+    u32 kind; /* CALL_* */
+    u32 cmd;  /* the ioctl's number */
     u64 ino;
-    u64 a[6];
+    union {
+        u64 words[6]; /* what is copied */
+        struct {      /* KVM_CREATE_GUEST_MEMFD */
+            u64 size;
+            u64 flags;
+        } create;
+        struct { /* KVM_SET_USER_MEMORY_REGION2 */
+            u32 slot;
+            u32 flags;
+            u64 guest_phys_addr;
+            u64 memory_size;
+            u64 userspace_addr;
+            u64 guest_memfd_offset;
+            u32 guest_memfd;
+            u32 pad1;
+        } region;
+        struct { /* KVM_SET_MEMORY_ATTRIBUTES[2] (address: a gpa, or an offset in the
+                  * guest_memfd), KVM_GMEM_CONVERT_* (offset, size only) */
+            u64 address;
+            u64 size;
+            u64 attributes;
+        } convert;
+        struct {
+            u64 mode;
+            u64 offset;
+            u64 len;
+        } fallocate;
+        struct {
+            u64 len;
+            u64 pgoff;
+        } mmap;
+        struct {
+            u64 old_len;
+            u64 new_len;
+            u64 pgoff; /* page index of the old address in its guest_memfd */
+            u64 old_addr;
+        } mremap;
+    };
 };
 
 BPF_LPM_TRIE(gmem_vmas, struct vma_key, struct vma_val, 262144);
@@ -593,11 +633,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
         cmd != CMD_SET_MEMORY_ATTRIBUTES && !gmem_fd_cmd(cmd))
         return 0;
     struct call c = {.ts = bpf_ktime_get_ns(), .kind = CALL_IOCTL, .cmd = cmd};
-    bpf_probe_read_user(&c.a, sizeof(c.a), (void *)args->arg);
+    bpf_probe_read_user(&c.words, sizeof(c.words), (void *)args->arg);
     if (gmem_fd_cmd(cmd))
         c.ino = gmem_ino_of_fd(args->fd);
     else if (cmd == CMD_SET_USER_MEMORY_REGION2)
-        c.ino = gmem_ino_of_fd((u32)c.a[5]); /* guest_memfd, at byte 40 */
+        c.ino = gmem_ino_of_fd(c.region.guest_memfd);
     calls.update(&tid, &c);
     return 0;
 }
@@ -620,18 +660,16 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
         struct inode_id inode = {};
         if (ret >= 0 && file_inode_id(fd_file(ret), &inode))
             gmem_inodes.update(&inode.ino, &inode.dev);
-        /* args: size, flags */
-        emit(EV_CREATE, 0, result, inode.ino, 0, c.a[0] >> PAGE_SHIFT_, c.a[1], inode.dev);
+        emit(EV_CREATE, 0, result, inode.ino, 0, c.create.size >> PAGE_SHIFT_, c.create.flags,
+             inode.dev);
 #endif
     } else if (c.cmd == CMD_SET_USER_MEMORY_REGION2) {
 #ifndef FN_BIND
-        /* slot | flags << 32, gpa, size, userspace_addr, guest_memfd_offset, guest_memfd */
-        if ((c.a[0] >> 32) & KVM_MEM_GUEST_MEMFD_)
-            emit(EV_BIND, 0, result, c.ino, c.a[4] >> PAGE_SHIFT_, c.a[2] >> PAGE_SHIFT_,
-                 c.a[1], (u32)c.a[0]);
+        if (c.region.flags & KVM_MEM_GUEST_MEMFD_)
+            emit(EV_BIND, 0, result, c.ino, c.region.guest_memfd_offset >> PAGE_SHIFT_,
+                 c.region.memory_size >> PAGE_SHIFT_, c.region.guest_phys_addr, c.region.slot);
 #endif
     } else {
-        /* offset or gpa, size, attributes (none for KVM_GMEM_CONVERT_*) */
         u16 flags;
         if (c.cmd == CMD_SET_MEMORY_ATTRIBUTES)
             flags = CONV_IFACE_VM_ATTRIBUTES;
@@ -641,13 +679,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
             flags = CONV_IFACE_GMEM_CONVERT;
         int to_private = c.cmd == CMD_GMEM_CONVERT_PRIVATE ||
                          (c.cmd != CMD_GMEM_CONVERT_SHARED &&
-                          (c.a[2] & KVM_MEMORY_ATTRIBUTE_PRIVATE_));
+                          (c.convert.attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE_));
         if (to_private)
             flags |= CONV_TO_PRIVATE;
         if (c.cmd != CMD_SET_MEMORY_ATTRIBUTES && !c.ino)
             return 0; /* the same ioctl numbers on something that is not a guest_memfd */
-        emit(EV_CONVERT, flags, result, c.ino, c.a[0] >> PAGE_SHIFT_, pages_up(c.a[1]), c.a[0],
-             latency);
+        emit(EV_CONVERT, flags, result, c.ino, c.convert.address >> PAGE_SHIFT_,
+             pages_up(c.convert.size), c.convert.address, latency);
     }
     return 0;
 }
@@ -683,9 +721,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fallocate)
         return 0;
     u32 tid = (u32)id;
     struct call c = {.ts = bpf_ktime_get_ns(), .kind = CALL_FALLOCATE, .ino = ino};
-    c.a[0] = args->mode;
-    c.a[1] = args->offset;
-    c.a[2] = args->len;
+    c.fallocate.mode = args->mode;
+    c.fallocate.offset = args->offset;
+    c.fallocate.len = args->len;
     calls.update(&tid, &c);
     return 0;
 }
@@ -699,11 +737,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fallocate)
     struct call c = *p;
     calls.delete(&tid);
     s32 ret = args->ret;
-    u16 kind = (c.a[0] & FALLOC_FL_PUNCH_HOLE_) ? EV_PUNCH : EV_FALLOCATE;
-    u64 first = c.a[1] >> PAGE_SHIFT_;
-    u64 end = pages_up(c.a[1] + c.a[2]);
+    u16 kind = (c.fallocate.mode & FALLOC_FL_PUNCH_HOLE_) ? EV_PUNCH : EV_FALLOCATE;
+    u64 first = c.fallocate.offset >> PAGE_SHIFT_;
+    u64 end = pages_up(c.fallocate.offset + c.fallocate.len);
     u64 latency = bpf_ktime_get_ns() - c.ts;
-    emit(kind, c.a[0], ret < 0 ? ret : 0, c.ino, first, end - first, latency, 0);
+    emit(kind, c.fallocate.mode, ret < 0 ? ret : 0, c.ino, first, end - first, latency, 0);
     return 0;
 }
 #endif
@@ -720,8 +758,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
         return 0;
     u32 tid = (u32)id;
     struct call c = {.kind = CALL_MMAP, .ino = ino};
-    c.a[0] = args->len;
-    c.a[1] = args->off;
+    c.mmap.len = args->len;
+    c.mmap.pgoff = args->off >> PAGE_SHIFT_;
     calls.update(&tid, &c);
     return 0;
 }
@@ -736,14 +774,14 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mmap)
     struct call c = *p;
     calls.delete(&tid);
     long ret = args->ret;
-    u64 pages = pages_up(c.a[0]);
+    u64 pages = pages_up(c.mmap.len);
     u32 asid = traced_asid(id >> 32);
     if (ret < 0 && ret > -4096) {
-        emit(EV_MMAP, 0, ret, c.ino, c.a[1] >> PAGE_SHIFT_, pages, 0, asid);
+        emit(EV_MMAP, 0, ret, c.ino, c.mmap.pgoff, pages, 0, asid);
         return 0;
     }
-    map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.a[1] >> PAGE_SHIFT_);
-    emit(EV_MMAP, 0, 0, c.ino, c.a[1] >> PAGE_SHIFT_, pages, ret, asid);
+    map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.mmap.pgoff);
+    emit(EV_MMAP, 0, 0, c.ino, c.mmap.pgoff, pages, ret, asid);
     return 0;
 }
 
@@ -754,7 +792,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_munmap)
     if (!asid || !args->len)
         return 0;
     u64 addr = args->addr;
-    u64 end = addr + ((args->len + 4095) & ~4095ULL);
+    u64 end = addr + (pages_up(args->len) << PAGE_SHIFT_);
     u64 ino = unmap_range(asid, addr, end);
     if (ino)
         emit(EV_MUNMAP, 0, 0, ino, 0, (end - addr) >> PAGE_SHIFT_, addr, asid);
@@ -772,10 +810,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mremap)
         return 0;
     u32 tid = (u32)id;
     struct call c = {.kind = CALL_MREMAP, .ino = vma->ino};
-    c.a[0] = args->old_len;
-    c.a[1] = args->new_len;
-    c.a[2] = vma->pgoff + ((args->addr - vma->start) >> PAGE_SHIFT_);
-    c.a[3] = args->addr;
+    c.mremap.old_len = args->old_len;
+    c.mremap.new_len = args->new_len;
+    c.mremap.pgoff = vma->pgoff + ((args->addr - vma->start) >> PAGE_SHIFT_);
+    c.mremap.old_addr = args->addr;
     calls.update(&tid, &c);
     return 0;
 }
@@ -793,11 +831,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mremap)
     if (ret < 0 && ret > -4096)
         return 0;
     u32 asid = traced_asid(id >> 32);
-    u64 old_pages = pages_up(c.a[0]);
-    u64 pages = pages_up(c.a[1]);
-    unmap_range(asid, c.a[3], c.a[3] + (old_pages << PAGE_SHIFT_));
-    map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.a[2]);
-    emit(EV_MREMAP, 0, 0, c.ino, c.a[2], pages, ret, c.a[3]);
+    u64 old_pages = pages_up(c.mremap.old_len);
+    u64 pages = pages_up(c.mremap.new_len);
+    unmap_range(asid, c.mremap.old_addr, c.mremap.old_addr + (old_pages << PAGE_SHIFT_));
+    map_range(asid, ret, ret + (pages << PAGE_SHIFT_), c.ino, c.mremap.pgoff);
+    emit(EV_MREMAP, 0, 0, c.ino, c.mremap.pgoff, pages, ret, c.mremap.old_addr);
     return 0;
 }
 

@@ -100,7 +100,7 @@ class Trace:
     def _repr_html_(self) -> str:
         from gmemtrace.sinks.html import trace_html
 
-        return trace_html(self)
+        return trace_html(self.report, self.inodes, self.model)
 
 
 def read_trace(path: str | Path) -> Trace:

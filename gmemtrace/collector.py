@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gmemtrace.events import EVENT_DTYPE, Kind
+from gmemtrace.events import Kind, make_events
 from gmemtrace.model.state import Model
 from gmemtrace.tracefile import TraceWriteError, TraceWriter
 
@@ -54,24 +54,15 @@ class Collector:
             # The kernel dropped events since the last pump: say how many in all, and
             # from when (arg), so that the model knows which window's counts are low.
             self._lost_reported = lost
-            marker = np.array(
-                [
-                    (
-                        now,
-                        os.getpid(),
-                        os.getpid(),
-                        Kind.LOST,
-                        0,
-                        0,
-                        0,
-                        0,
-                        lost,
-                        self._last_pump_ns,
-                        0,
-                        b"",
-                    )
-                ],
-                dtype=EVENT_DTYPE,
+            marker = make_events(
+                {
+                    "ts_ns": now,
+                    "pid": os.getpid(),
+                    "tid": os.getpid(),
+                    "kind": Kind.LOST,
+                    "lost_total": lost,
+                    "since_ns": self._last_pump_ns,
+                }
             )
             batch = np.concatenate([batch, marker])
         self._last_pump_ns = now

@@ -9,9 +9,8 @@ import pandas as pd
 
 from gmemtrace.analysis import Trace
 from gmemtrace.errors import GmemtraceError
-from gmemtrace.events import CONV_TO_PRIVATE, Kind
+from gmemtrace.events import CONV_TO_PRIVATE, DISCOVERED, Kind
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED
-from gmemtrace.model.state import DISCOVERED
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from gmemtrace.errors import GmemtraceError, UsageError
-from gmemtrace.events import EVENT_DTYPE, Kind
+from gmemtrace.events import EVENT_DTYPE, Kind, make_events
 
 FORMAT = "gmemtrace-trace"
 VERSION = 1
@@ -123,11 +123,11 @@ class TraceWriter:
 
     def close(self, lost: int, clean: bool = True) -> None:
         """Write the lost-event count and, for a clean end, the END event."""
-        now = time.monotonic_ns()
-        tail = [(now, os.getpid(), os.getpid(), Kind.LOST, 0, 0, 0, 0, lost, 0, 0, b"")]
+        me = {"ts_ns": time.monotonic_ns(), "pid": os.getpid(), "tid": os.getpid()}
+        tail = [me | {"kind": Kind.LOST, "lost_total": lost}]
         if clean:
-            tail.append((now, os.getpid(), os.getpid(), Kind.END, 0, 0, 0, 0, 0, 0, 0, b""))
-        self.write(np.array(tail, dtype=EVENT_DTYPE))
+            tail.append(me | {"kind": Kind.END})
+        self.write(make_events(*tail))
         self._writer.close()
         self._file.close()
 

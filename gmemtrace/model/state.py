@@ -19,9 +19,11 @@ from gmemtrace.events import (
     CONV_INTERFACES,
     CONV_TO_PRIVATE,
     COUNTERS,
+    DISCOVERED,
     GUEST_FAULT_BY_GPA,
     GUEST_FAULT_TIMED,
     Kind,
+    column,
 )
 from gmemtrace.kernel.uapi import (
     GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -30,8 +32,6 @@ from gmemtrace.kernel.uapi import (
     PAGE_SIZE,
 )
 from gmemtrace.model.intervals import IntervalMap
-
-DISCOVERED = 0x1  # CREATE/MMAP found in /proc at attach (probes/tracepoints.py)
 
 
 class Share(enum.StrEnum):
@@ -63,10 +63,13 @@ _PAGE_WEIGHTED = tuple(kind for kind, (_, weighted) in _BULK.items() if weighted
 # Kinds whose latency (ns) the event carries, in which field, and the flag that says
 # it does (0: always).
 _LATENCY_FIELD = {
-    Kind.CONVERT: ("arg2", 0),
-    Kind.PUNCH: ("arg", 0),
-    Kind.FALLOCATE: ("arg", 0),
-    Kind.GUEST_FAULT: ("arg2", GUEST_FAULT_TIMED),
+    kind: (column(kind, "latency_ns"), flag)
+    for kind, flag in (
+        (Kind.CONVERT, 0),
+        (Kind.PUNCH, 0),
+        (Kind.FALLOCATE, 0),
+        (Kind.GUEST_FAULT, GUEST_FAULT_TIMED),
+    )
 }
 GFN_SPACE = 1 << 52  # guest frame numbers: 64-bit guest physical addresses, 4 KiB pages
 
@@ -258,11 +261,11 @@ class Model:
                 self.comms[pid] = comm.decode(errors="replace")
 
     def _latencies(self, events: np.ndarray) -> None:
-        for kind, (column, flag) in _LATENCY_FIELD.items():
+        for kind, (field_name, flag) in _LATENCY_FIELD.items():
             chosen = events["kind"] == kind
             if flag:
                 chosen &= (events["flags"] & flag) != 0
-            values = events[column][chosen]
+            values = events[field_name][chosen]
             if values.size == 0:
                 continue
             slots = np.floor(np.log2(np.maximum(values, 1).astype(np.float64))).astype(np.int64)
@@ -294,7 +297,7 @@ class Model:
     def _apply_rare(self, ev: np.void) -> None:
         kind, ts, ino = int(ev["kind"]), int(ev["ts_ns"]), int(ev["ino"])
         if kind == Kind.CREATE and ev["result"] == 0:
-            flags = None if ev["flags"] & DISCOVERED else int(ev["arg"])
+            flags = None if ev["flags"] & DISCOVERED else int(ev[column(Kind.CREATE, "gmem_flags")])
             if ino in self.inodes and flags is not None:
                 self.retired.append(self.inodes.pop(ino))  # the number was reused
             if ino not in self.inodes:
@@ -302,12 +305,12 @@ class Model:
         elif kind == Kind.BIND and ev["result"] == 0:
             self.bindings.append(
                 Binding(
-                    int(ev["pid"]),
-                    int(ev["arg2"]),
-                    int(ev["arg"]) // PAGE_SIZE,
-                    int(ev["count"]),
-                    ino,
-                    int(ev["first"]),
+                    pid=int(ev["pid"]),
+                    slot=int(ev[column(Kind.BIND, "slot")]),
+                    base_gfn=int(ev[column(Kind.BIND, "gpa")]) // PAGE_SIZE,
+                    npages=int(ev["count"]),
+                    ino=ino,
+                    first=int(ev["first"]),
                 )
             )
         elif kind == Kind.HOST_FAULT_REFUSED:
@@ -328,7 +331,7 @@ class Model:
                     "tid": int(ev["tid"]),
                     "ino": ino,
                     "page": page,
-                    "address": int(ev["arg"]),
+                    "address": int(ev[column(Kind.HOST_FAULT_REFUSED, "address")]),
                     "reason": reason,
                 }
             )
@@ -339,16 +342,20 @@ class Model:
         elif kind == Kind.GUEST_FAULT:  # by gpa (kvm:kvm_page_fault)
             self._apply_guest_fault_by_gpa(ev)
         elif kind == Kind.MEMORY_FAULT_EXIT:
-            pid, gpa = int(ev["pid"]), int(ev["arg"])
-            located = self.locate_gfn(pid, gpa // PAGE_SIZE) if ev["arg2"] else None
+            pid, gpa = int(ev["pid"]), int(ev[column(Kind.MEMORY_FAULT_EXIT, "gpa")])
+            size = int(ev[column(Kind.MEMORY_FAULT_EXIT, "size")])
+            located = self.locate_gfn(pid, gpa // PAGE_SIZE) if size else None
             self.memory_fault_exits.append(
                 {
                     "ts_ns": ts,
                     "pid": pid,
                     "tid": int(ev["tid"]),
                     "gpa": gpa,
-                    "size": int(ev["arg2"]),
-                    "private": bool(ev["flags"] & KVM_MEMORY_EXIT_FLAG_PRIVATE),
+                    "size": size,
+                    "private": bool(
+                        ev[column(Kind.MEMORY_FAULT_EXIT, "exit_flags")]
+                        & KVM_MEMORY_EXIT_FLAG_PRIVATE
+                    ),
                     "ino": located[0] if located else None,
                     "page": located[1] if located else None,
                 }
@@ -356,7 +363,8 @@ class Model:
         elif kind == Kind.LOST:
             total = int(ev["count"])
             if total > self.lost_events:
-                self.lost_windows.append((int(ev["arg"]), ts, total - self.lost_events))
+                since = int(ev[column(Kind.LOST, "since_ns")])
+                self.lost_windows.append((since, ts, total - self.lost_events))
                 self.lost_events = total
         elif kind == Kind.END:
             self.ended = True
@@ -411,7 +419,7 @@ class Model:
                 "to": Share.PRIVATE.value if to_private else Share.SHARED.value,
                 "interface": interface,
                 "result": int(ev["result"]),
-                "latency_ns": int(ev["arg2"]),
+                "latency_ns": int(ev[column(Kind.CONVERT, "latency_ns")]),
             }
         )
         if not ino:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from gmemtrace.events import EVENT_DTYPE, Kind
+from gmemtrace.events import DISCOVERED, EVENT_DTYPE, Kind, make_events
 from gmemtrace.kernel import kvm
 from gmemtrace.kernel.bpfsys import run_on_cpu
 from gmemtrace.kernel.btf import Btf
@@ -31,7 +31,6 @@ N_RUNS = 3  # bpf/gmem_tracepoints.c: RUN_FAULT, RUN_ALLOC, RUN_FREE
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
-DISCOVERED = 0x1  # CREATE/MMAP flag: found in /proc at attach, not seen happening
 
 IOCTLS = {
     "CMD_KVM_RUN": kvm.KVM_RUN,
@@ -144,49 +143,26 @@ class TracepointSource:
     def _discover(self, pids: list[int]) -> np.ndarray:
         """guest_memfds and mappings that exist already, as synthetic CREATE/MMAP events."""
         now = time.monotonic_ns()
-        rows = []
+        rows: list[dict[str, int]] = []
         inodes = self.bpf[b"gmem_inodes"]
         for pid in pids:
+            found = {"ts_ns": now, "pid": pid, "tid": pid, "flags": DISCOVERED}
             for f in gmem_files(pid):
                 inodes[ctypes.c_uint64(f.ino)] = ctypes.c_uint64(f.dev)
                 rows.append(
-                    (
-                        now,
-                        pid,
-                        pid,
-                        Kind.CREATE,
-                        DISCOVERED,
-                        0,
-                        f.ino,
-                        0,
-                        f.size >> 12,
-                        0,
-                        f.dev,
-                        b"",
-                    )
+                    found
+                    | {"kind": Kind.CREATE, "ino": f.ino, "size_pages": f.size >> 12, "dev": f.dev}
                 )
             for m in gmem_mappings(pid):
-                inodes_known = any(r[6] == m.ino for r in rows)
-                if not inodes_known:
+                if not any(r["ino"] == m.ino for r in rows):
                     continue
                 self._map_discovered(pid, m)
                 rows.append(
-                    (
-                        now,
-                        pid,
-                        pid,
-                        Kind.MMAP,
-                        DISCOVERED,
-                        0,
-                        m.ino,
-                        m.pgoff,
-                        (m.end - m.start) >> 12,
-                        m.start,
-                        pid,
-                        b"",
-                    )
+                    found
+                    | {"kind": Kind.MMAP, "ino": m.ino, "first": m.pgoff}
+                    | {"count": (m.end - m.start) >> 12, "address": m.start, "asid": pid}
                 )
-        return np.array(rows, dtype=EVENT_DTYPE)
+        return make_events(*rows)
 
     def poll(self) -> np.ndarray:
         """Every event since the last poll, with the mapping bookkeeping applied."""

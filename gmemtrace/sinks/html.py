@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from typing import Any
 
-from gmemtrace.model.state import InodeState, Share
+import pandas as pd
 
-if TYPE_CHECKING:
-    from gmemtrace.analysis import Trace
+from gmemtrace.model.state import InodeState, Model, Share
 
 COLOURS = {Share.SHARED: "#2e9d3a", Share.PRIVATE: "#b03ab0", Share.UNKNOWN: "#9a9a9a"}
 MAX_MAPS = 12
@@ -38,22 +37,20 @@ def shareability_svg(state: InodeState, width: int = 640, height: int = 18) -> s
     )
 
 
-def trace_html(trace: Trace) -> str:
-    report = trace.report
+def trace_html(report: dict[str, Any], inodes: pd.DataFrame, model: Model) -> str:
+    """A trace's report, inode table and the busiest inodes' maps, as HTML."""
     info = report["trace"]
     status = "complete" if info["complete"] else f"incomplete: {html.escape(info['problem'])}"
     parts = [
         f"<h4>gmemtrace trace: kernel {html.escape(info['kernel'])}, {info['duration_s']:.3f} s, "
         f"{len(report['inodes'])} guest_memfd inodes, lost events {info['lost_events']}, "
         f"{status}</h4>",
-        trace.inodes.to_html() if len(report["inodes"]) else "<p>no guest_memfd activity</p>",
+        inodes.to_html() if len(report["inodes"]) else "<p>no guest_memfd activity</p>",
         '<p><span style="color:#2e9d3a">&#9632; shared</span> '
         '<span style="color:#b03ab0">&#9632; private</span> '
         '<span style="color:#9a9a9a">&#9632; unknown</span> &#9644; resident pages</p>',
     ]
-    for state in sorted(trace.model.inodes.values(), key=lambda s: -s.counts["host_faults"])[
-        :MAX_MAPS
-    ]:
+    for state in sorted(model.inodes.values(), key=lambda s: -s.counts["host_faults"])[:MAX_MAPS]:
         parts.append(
             f"<div><code>ino {state.ino}, {state.size_pages} pages</code><br>"
             f"{shareability_svg(state)}</div>"

@@ -1,10 +1,13 @@
 """Decoding framed ring-buffer records in bulk, as the kernel lays them out."""
 
+import re
+
 import numpy as np
 import pytest
 
 from gmemtrace.errors import GmemtraceError
-from gmemtrace.events import EVENT_DTYPE, Kind, c_event_size
+from gmemtrace.events import EVENT_DTYPE, FIELDS, Kind, c_event_size, make_events
+from gmemtrace.paths import bpf_source
 from gmemtrace.probes.ringbuf import BUSY_BIT, DISCARD_BIT, decode, framed_dtype
 
 FRAMED = framed_dtype(EVENT_DTYPE)
@@ -55,3 +58,24 @@ def test_offset_into_the_data_area() -> None:
     buf = b"\xff" * 4096 + frames([size] * 3).tobytes()
     events, consumed = decode(buf, 4096, 3, FRAMED)
     assert (consumed, events["first"].tolist()) == (3, [0, 1, 2])
+
+
+def test_the_c_header_names_each_kinds_fields_as_the_table_does() -> None:
+    """bpf/gmem_event.h says beside each kind what its generic fields hold ("arg = gpa");
+    events.FIELDS is the table Python reads them by: the two must say the same."""
+    header = bpf_source("gmem_event.h").read_text()
+    comments = {
+        name: " ".join(text.split())
+        for name, text in re.findall(r"EV_(\w+) = \d+,\s*/\*(.*?)\*/", header, re.DOTALL)
+    }
+    for kind, fields in FIELDS.items():
+        said = comments[kind.name]
+        for name, column_name in fields.items():
+            assert f"{column_name} = {name}" in said, (kind.name, name, said)
+
+
+def test_records_are_built_by_name() -> None:
+    (lost,) = make_events({"kind": Kind.LOST, "ts_ns": 5, "lost_total": 7, "since_ns": 3})
+    assert (lost["count"], lost["arg"], lost["ts_ns"]) == (7, 3, 5)
+    with pytest.raises(KeyError):
+        make_events({"kind": Kind.BIND, "latency_ns": 1})
