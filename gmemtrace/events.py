@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,19 +41,34 @@ class Kind(enum.IntEnum):
         return self.name.lower()
 
 
-# Per-inode totals, in the words of reports and ground truths alike.
-COUNTERS = (
-    "host_faults",
-    "host_faults_refused",  # SIGBUS on a private page
-    "host_faults_beyond_eof",  # SIGBUS past the end of the file (a mapping longer than it)
-    "guest_faults",
-    "pages_allocated",
-    "pages_freed",
-    "hole_punches",
-    "conversion_attempts",
-    "conversions_to_shared",
-    "conversions_to_private",
+@dataclass(frozen=True)
+class Counter:
+    """A per-inode total: its name in reports and ground truths, its short name (--sort,
+    rate columns), the header of narrow tables, and whether views show it per second."""
+
+    name: str
+    short: str
+    header: str
+    rated: bool
+
+
+# The one list of counters: reports, ground truths, rates, tables and --sort read it.
+COUNTER_TABLE = (
+    Counter("host_faults", "host", "host", True),
+    Counter("host_faults_refused", "refused", "ref", True),  # SIGBUS on a private page
+    # SIGBUS past the end of the file (through a mapping longer than it)
+    Counter("host_faults_beyond_eof", "beyond", "eof", True),
+    Counter("guest_faults", "guest", "guest", True),
+    Counter("pages_allocated", "alloc", "alloc", True),
+    Counter("pages_freed", "free", "free", True),
+    Counter("hole_punches", "punch", "punch", False),
+    Counter("conversion_attempts", "conv", "conv", True),
+    Counter("conversions_to_shared", "to-shared", "shared", False),
+    Counter("conversions_to_private", "to-private", "private", False),
 )
+COUNTERS = tuple(c.name for c in COUNTER_TABLE)
+RATED = tuple(c.name for c in COUNTER_TABLE if c.rated)  # shown per second
+BY_SHORT_NAME = {c.short: c.name for c in COUNTER_TABLE}
 
 # EV_GUEST_FAULT flags: where the fault was seen (bpf/gmem_event.h).
 GUEST_FAULT_TIMED = 0x1  # kvm_gmem_get_pfn: with its result and latency

@@ -18,6 +18,7 @@ Shareability page counts are as of the end of the trace; the rest are totals.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,12 @@ def build_report(
         },
         "probes": probes,
         "inodes": inodes,
-        "conversions": model.conversions,
+        "conversions": [asdict(c) for c in model.conversions],
         # KVM_EXIT_MEMORY_FAULT: the guest wanted a range private (or shared) that is not;
         # ino/page: the guest_memfd page the gpa maps to, if a memslot binds it to one.
         "memory_fault_exits": {
             "count": len(model.memory_fault_exits),
-            "exits": model.memory_fault_exits,
+            "exits": [asdict(e) for e in model.memory_fault_exits],
         },
     }
 

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gmemtrace.events import COUNTERS
+from gmemtrace.events import COUNTERS, RATED
 from gmemtrace.model.state import Model
 
-RATE_COUNTERS = (
-    "host_faults",
-    "host_faults_refused",
-    "guest_faults",
-    "pages_allocated",
-    "pages_freed",
-    "conversion_attempts",
-)
+RATE_COUNTERS = RATED
 
 
 def _snapshot(counts: dict[str, int]) -> dict[str, int]:

@@ -139,6 +139,49 @@ class InodeState:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """A conversion request as the kernel answered it (result: 0 or -errno)."""
+
+    ts_ns: int
+    pid: int
+    tid: int
+    ino: int | None  # None: a gpa no memslot binding seen maps to a guest_memfd
+    first: int
+    count: int
+    to: str  # Share value
+    interface: str
+    result: int
+    latency_ns: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A host fault answered with SIGBUS: on a private page, or past the end of the file."""
+
+    ts_ns: int
+    pid: int
+    tid: int
+    ino: int
+    page: int
+    address: int
+    reason: str  # "private" | "beyond_eof"
+
+
+@dataclass(frozen=True)
+class MemoryFaultExit:
+    """KVM_EXIT_MEMORY_FAULT: the guest wanted [gpa, gpa + size) the other way."""
+
+    ts_ns: int
+    pid: int
+    tid: int
+    gpa: int
+    size: int  # bytes (0: unknown)
+    private: bool  # the guest wanted it private
+    ino: int | None  # the guest_memfd page the gpa maps to, if a binding says
+    page: int | None
+
+
+@dataclass(frozen=True)
 class Binding:
     """A memslot bound to guest_memfd pages, in the VM of process `pid`."""
 
@@ -160,9 +203,9 @@ class Model:
     bindings: list[Binding] = field(default_factory=list)
     # Per process (one VM each): the guest frames KVM_SET_MEMORY_ATTRIBUTES made private.
     vm_private: dict[int, IntervalMap[bool]] = field(default_factory=dict)
-    conversions: list[dict[str, Any]] = field(default_factory=list)
-    memory_fault_exits: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[dict[str, Any]] = field(default_factory=list)
+    conversions: list[Conversion] = field(default_factory=list)
+    memory_fault_exits: list[MemoryFaultExit] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
     per_pid: dict[int, dict[str, int]] = field(default_factory=dict)
     per_thread: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
     comms: dict[int, str] = field(default_factory=dict)
@@ -325,15 +368,15 @@ class Model:
                 # Stronger than an inference from the fault itself (taken, then refused).
                 state.shareability.assign(page, page + 1, (Share.PRIVATE, FROM_REFUSED))
             self.refused.append(
-                {
-                    "ts_ns": ts,
-                    "pid": int(ev["pid"]),
-                    "tid": int(ev["tid"]),
-                    "ino": ino,
-                    "page": page,
-                    "address": int(ev[column(Kind.HOST_FAULT_REFUSED, "address")]),
-                    "reason": reason,
-                }
+                Refusal(
+                    ts_ns=ts,
+                    pid=int(ev["pid"]),
+                    tid=int(ev["tid"]),
+                    ino=ino,
+                    page=page,
+                    address=int(ev[column(Kind.HOST_FAULT_REFUSED, "address")]),
+                    reason=reason,
+                )
             )
         elif kind == Kind.PUNCH and ev["result"] == 0:
             self.inode(ino, ts).counts["hole_punches"] += 1
@@ -345,20 +388,18 @@ class Model:
             pid, gpa = int(ev["pid"]), int(ev[column(Kind.MEMORY_FAULT_EXIT, "gpa")])
             size = int(ev[column(Kind.MEMORY_FAULT_EXIT, "size")])
             located = self.locate_gfn(pid, gpa // PAGE_SIZE) if size else None
+            exit_flags = int(ev[column(Kind.MEMORY_FAULT_EXIT, "exit_flags")])
             self.memory_fault_exits.append(
-                {
-                    "ts_ns": ts,
-                    "pid": pid,
-                    "tid": int(ev["tid"]),
-                    "gpa": gpa,
-                    "size": size,
-                    "private": bool(
-                        ev[column(Kind.MEMORY_FAULT_EXIT, "exit_flags")]
-                        & KVM_MEMORY_EXIT_FLAG_PRIVATE
-                    ),
-                    "ino": located[0] if located else None,
-                    "page": located[1] if located else None,
-                }
+                MemoryFaultExit(
+                    ts_ns=ts,
+                    pid=pid,
+                    tid=int(ev["tid"]),
+                    gpa=gpa,
+                    size=size,
+                    private=bool(exit_flags & KVM_MEMORY_EXIT_FLAG_PRIVATE),
+                    ino=located[0] if located else None,
+                    page=located[1] if located else None,
+                )
             )
         elif kind == Kind.LOST:
             total = int(ev["count"])
@@ -409,18 +450,18 @@ class Model:
             located = self.locate_gfn(int(ev["pid"]), first)
             ino, first = located if located else (0, first)
         self.conversions.append(
-            {
-                "ts_ns": ts,
-                "pid": int(ev["pid"]),
-                "tid": int(ev["tid"]),
-                "ino": ino or None,
-                "first": first,
-                "count": int(ev["count"]),
-                "to": Share.PRIVATE.value if to_private else Share.SHARED.value,
-                "interface": interface,
-                "result": int(ev["result"]),
-                "latency_ns": int(ev[column(Kind.CONVERT, "latency_ns")]),
-            }
+            Conversion(
+                ts_ns=ts,
+                pid=int(ev["pid"]),
+                tid=int(ev["tid"]),
+                ino=ino or None,
+                first=first,
+                count=int(ev["count"]),
+                to=Share.PRIVATE.value if to_private else Share.SHARED.value,
+                interface=interface,
+                result=int(ev["result"]),
+                latency_ns=int(ev[column(Kind.CONVERT, "latency_ns")]),
+            )
         )
         if not ino:
             return  # unattributed: a gpa outside every binding seen

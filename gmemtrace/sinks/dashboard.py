@@ -15,19 +15,13 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from gmemtrace.events import COUNTER_TABLE
 from gmemtrace.kernel.uapi import decode_gmem_flags
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
 from gmemtrace.sinks.strip import ShareabilityStrip, legend, pages_per_cell
 
-SORT_KEYS = {
-    "host": "host_faults",
-    "refused": "host_faults_refused",
-    "guest": "guest_faults",
-    "alloc": "pages_allocated",
-    "free": "pages_freed",
-    "conv": "conversion_attempts",
-}
+SORT_KEYS = {c.short: c.name for c in COUNTER_TABLE if c.rated}
 HOT_WINDOW_NS = 2_000_000_000
 VMM_NAMES = ("qemu", "cloud-hyperviso", "firecracker", "crosvm", "fc_vcpu", "gmemtrace")
 
@@ -123,9 +117,7 @@ class Dashboard:
             style="dim",
         )
         refused = {
-            r["page"]
-            for r in self.model.refused
-            if r["ino"] == state.ino and r.get("reason") != "beyond_eof"
+            r.page for r in self.model.refused if r.ino == state.ino and r.reason == "private"
         }
         hot_since = self.info.now_ns - HOT_WINDOW_NS
         return [label, ShareabilityStrip(state, refused, hot_since)]
@@ -188,27 +180,27 @@ class Dashboard:
         start = self.model.first_ns or 0
         entries: list[tuple[int, Text]] = []
         for c in self.model.conversions[-rows:]:
-            result = "ok" if c["result"] == 0 else _errno(c["result"])
-            where = f"ino {c['ino']}" if c["ino"] else "unbound gpa"
+            result = "ok" if c.result == 0 else _errno(c.result)
+            where = f"ino {c.ino}" if c.ino else "unbound gpa"
             text = Text(
-                f"  +{(c['ts_ns'] - start) / 1e9:.3f}s pid {c['pid']} convert {where} "
-                f"pages {c['first']}+{c['count']} -> {c['to']} ",
+                f"  +{(c.ts_ns - start) / 1e9:.3f}s pid {c.pid} convert {where} "
+                f"pages {c.first}+{c.count} -> {c.to} ",
                 no_wrap=True,
                 overflow="ellipsis",
             )
-            text.append(result, style="green" if c["result"] == 0 else "yellow")
-            text.append(f" {c['latency_ns'] / 1000:.1f}us {c['interface']}")
-            entries.append((c["ts_ns"], text))
+            text.append(result, style="green" if c.result == 0 else "yellow")
+            text.append(f" {c.latency_ns / 1000:.1f}us {c.interface}")
+            entries.append((c.ts_ns, text))
         for r in self.model.refused[-rows:]:
             text = Text(
-                f"  +{(r['ts_ns'] - start) / 1e9:.3f}s pid {r['pid']} ",
+                f"  +{(r.ts_ns - start) / 1e9:.3f}s pid {r.pid} ",
                 no_wrap=True,
                 overflow="ellipsis",
             )
-            beyond = r.get("reason") == "beyond_eof"
+            beyond = r.reason == "beyond_eof"
             text.append("fault beyond the end" if beyond else "refused fault", style="bold red")
-            text.append(f" ino {r['ino']} page {r['page']} (SIGBUS) at {r['address']:#x}")
-            entries.append((r["ts_ns"], text))
+            text.append(f" ino {r.ino} page {r.page} (SIGBUS) at {r.address:#x}")
+            entries.append((r.ts_ns, text))
         entries.sort(key=lambda e: e[0])
         return [t for _, t in entries[-rows:]]
 

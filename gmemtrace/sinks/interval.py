@@ -7,11 +7,8 @@ JSON schema, one object per line:
  "inodes": [{"ino": int, "size_pages": int, "init": "shared"|"private"|"unknown",
              "shared_pages": int, "private_pages": int, "unknown_pages": int,
              "resident_pages": int,
-             "per_s": {"host_faults", "host_faults_refused", "guest_faults",
-                       "pages_allocated", "pages_freed", "conversion_attempts": float},
-             "totals": {"host_faults", "host_faults_refused", "guest_faults", "pages_allocated",
-                        "pages_freed", "hole_punches", "conversion_attempts",
-                        "conversions_to_shared", "conversions_to_private": int}}],
+             "per_s": {each counter events.RATED names: float},
+             "totals": {each counter events.COUNTERS names: int}}],
  "threads": [{"pid": int, "tid": int, "comm": str, "per_s": {...as above}}]}
 """
 
@@ -21,6 +18,7 @@ import json
 import time
 from typing import Any, TextIO
 
+from gmemtrace.events import COUNTER_TABLE
 from gmemtrace.model.rates import RATE_COUNTERS, Rates
 from gmemtrace.model.state import Model
 
@@ -117,14 +115,7 @@ COLUMNS = (
     ("PRIVATE", "private_pages", 9),
     ("RESIDENT", "resident_pages", 9),
 )
-RATE_COLUMNS = (
-    ("HOST/s", "host_faults"),
-    ("REFUSED/s", "host_faults_refused"),
-    ("GUEST/s", "guest_faults"),
-    ("ALLOC/s", "pages_allocated"),
-    ("FREE/s", "pages_freed"),
-    ("CONV/s", "conversion_attempts"),
-)
+RATE_COLUMNS = tuple((f"{c.short.upper()}/s", c.name) for c in COUNTER_TABLE if c.rated)
 
 
 def write_plain(out: TextIO, record: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gmemtrace.events import COUNTER_TABLE
 from gmemtrace.report import INODE_FIELDS
 
 
@@ -38,13 +39,7 @@ def to_table(report: dict[str, Any]) -> RenderableType:
         ("shared", "shared_pages"),
         ("priv", "private_pages"),
         ("unkn", "unknown_pages"),
-        ("host", "host_faults"),
-        ("ref", "host_faults_refused"),
-        ("guest", "guest_faults"),
-        ("alloc", "pages_allocated"),
-        ("free", "pages_freed"),
-        ("punch", "hole_punches"),
-        ("conv", "conversion_attempts"),
+        *((c.header, c.name) for c in COUNTER_TABLE if c.rated or c.name == "hole_punches"),
     )
     for header, _ in columns:
         table.add_column(header, justify="left" if header == "init" else "right", no_wrap=True)

@@ -9,15 +9,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-COLUMNS = (
-    ("host faults", "host_faults"),
-    ("refused", "host_faults_refused"),
-    ("guest faults", "guest_faults"),
-    ("alloc", "pages_allocated"),
-    ("freed", "pages_freed"),
-    ("punches", "hole_punches"),
-    ("conv tries", "conversion_attempts"),
-)
+from gmemtrace.events import COUNTER_TABLE
+
+COLUMNS = tuple((c.short, c.name) for c in COUNTER_TABLE if c.rated or c.name == "hole_punches")
 
 
 def _conversion_results(inode: dict[str, Any]) -> str:

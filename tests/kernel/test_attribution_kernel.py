@@ -168,7 +168,7 @@ def test_coalesced_runs_tell_the_model_what_one_record_per_event_does() -> None:
         assert state.counts == truth[ino]
     assert b.per_thread == a.per_thread
     assert b.events_applied == a.events_applied, "a run counts the events it stands for"
-    assert [r["page"] for r in b.refused] == [r["page"] for r in a.refused] != []
+    assert [r.page for r in b.refused] == [r.page for r in a.refused] != []
 
 
 def test_a_lost_run_counts_every_event_it_stood_for() -> None:

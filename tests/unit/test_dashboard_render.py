@@ -73,7 +73,7 @@ def test_rates_are_per_second_over_the_interval(trace: gmemtrace.Trace) -> None:
 
 def test_strip_colours_by_shareability_and_marks_refusals(trace: gmemtrace.Trace) -> None:
     private = next(s for s in trace.model.inodes.values() if s.init.value == "private")
-    refused = {r["page"] for r in trace.model.refused if r["ino"] == private.ino}
+    refused = {r.page for r in trace.model.refused if r.ino == private.ino}
     _, segments = render(ShareabilityStrip(private, refused, 0), 40, 3)
     glyphs = [s for s in segments if s.text.strip()]
     assert len(glyphs) == private.size_pages  # 16 pages fit: one page per cell
