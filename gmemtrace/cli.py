@@ -324,35 +324,10 @@ def _valid_comm(comm: str) -> bool:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from gmemtrace.capture import Capture
-    from gmemtrace.report import build_report
-    from gmemtrace.sinks.report_table import to_table
+    from gmemtrace.record import record
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    capture = Capture(
-        args.pid, command=command, output=args.output, tier=args.tier, duration_s=args.duration
-    )
-    clean = False
-    try:
-        print(capture.ready_note("Recording", args.output), file=sys.stderr, flush=True)
-        capture.start()
-        capture.run()
-        clean = True
-    finally:
-        capture.finish(clean)
-    collector, header = capture.collector, capture.header
-    report = build_report(collector.model, header.kernel, header.probes, header.start_ns)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _console().print(to_table(report))
-    if note := capture.ended_note():
-        print(note, file=sys.stderr)
-    if collector.write_error is not None:
-        raise collector.write_error
-    print(f"gmemtrace: {collector.events_seen} events recorded to {args.output}", file=sys.stderr)
-    status = capture.command_status()
-    return EXIT_OK if status is None else status
+    return record(args.output, args.pid, command, args.tier, args.duration, as_json=args.json)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
