@@ -61,7 +61,7 @@ def build_report(
     inodes = []
     for state in states:
         seen[state.ino] = seen.get(state.ino, -1) + 1
-        inodes.append(state.summary() | state.counts | {"generation": seen[state.ino]})
+        inodes.append(asdict(state.summary()) | state.counts | {"generation": seen[state.ino]})
     return {
         "trace": {
             "kernel": kernel,

@@ -74,6 +74,19 @@ _LATENCY_FIELD = {
 GFN_SPACE = 1 << 52  # guest frame numbers: 64-bit guest physical addresses, 4 KiB pages
 
 
+@dataclass(frozen=True)
+class InodeSummary:
+    """One guest_memfd as reports and views show it (page counts as of now)."""
+
+    ino: int
+    size_pages: int
+    flags: int | None  # None: not seen at creation
+    init: str  # Share value
+    shared_pages: int
+    private_pages: int
+    unknown_pages: int
+
+
 @dataclass
 class InodeState:
     ino: int
@@ -108,17 +121,17 @@ class InodeState:
     def pages(self, state: Share) -> int:
         return sum(end - first for first, end, (s, _) in self.shareability.runs() if s is state)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> InodeSummary:
         """What reports and interval records say of the inode besides its counters."""
-        return {
-            "ino": self.ino,
-            "size_pages": self.size_pages,
-            "flags": self.flags,
-            "init": self.init.value,
-            "shared_pages": self.pages(Share.SHARED),
-            "private_pages": self.pages(Share.PRIVATE),
-            "unknown_pages": self.pages(Share.UNKNOWN),
-        }
+        return InodeSummary(
+            ino=self.ino,
+            size_pages=self.size_pages,
+            flags=self.flags,
+            init=self.init.value,
+            shared_pages=self.pages(Share.SHARED),
+            private_pages=self.pages(Share.PRIVATE),
+            unknown_pages=self.pages(Share.UNKNOWN),
+        )
 
     def grow(self, size_pages: int) -> None:
         """Pages beyond the size seen so far, of an inode first seen in page or fault events

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from typing import Any, TextIO
 
 from gmemtrace.events import COUNTER_TABLE
@@ -72,7 +73,7 @@ SCHEMA: dict[str, Any] = {
 
 def interval_record(model: Model, rates: Rates, elapsed_s: float) -> dict[str, Any]:
     inodes = [
-        model.inodes[ino].summary()
+        asdict(model.inodes[ino].summary())
         | {
             "resident_pages": model.inodes[ino].resident.count(True),
             "per_s": {k: round(v, 3) for k, v in rates.inodes.get(ino, {}).items()}
