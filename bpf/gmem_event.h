@@ -31,7 +31,8 @@ enum gmem_event_kind {
     EV_FORK = 17,              /* arg = child, arg2 = asid */
     EV_EXEC = 18,              /* arg2 = asid (the new one) */
     EV_LOST = 19,              /* written by the collector: count = lost_total (so far),
-                                  arg = since_ns */
+                                  arg = since_ns, arg2 = refused_total (of those, lost
+                                  though the ring had room) */
     EV_END = 20,               /* a clean end of the recording (written by the collector) */
 };
 

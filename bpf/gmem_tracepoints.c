@@ -55,6 +55,9 @@ struct pending_fault {
     u32 pad;
 };
 
+/* Between busy marks the compiler keeps the run's stores (an IPI sees them in order). */
+#define compiler_barrier() asm volatile("" ::: "memory")
+
 /* Coalesced mode: consecutive hot events of one thread on consecutive pages
  * (and, for host faults, consecutive addresses) make one record, whose count
  * is the pages. A run waits in a per-CPU slot until the next event does not
@@ -80,8 +83,6 @@ struct run {
     u32 pad;
 };
 
-/* Between busy marks the compiler keeps the run's stores (an IPI sees them in order). */
-#define compiler_barrier() asm volatile("" ::: "memory")
 
 /* A syscall between its entry and its exit: its arguments, by name. For an ioctl,
  * the head of its argument struct, copied from user memory at entry (uAPI

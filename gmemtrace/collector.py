@@ -26,6 +26,8 @@ class EventSource(Protocol):
 
     def lost(self) -> int: ...
 
+    def lost_refused(self) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -61,6 +63,7 @@ class Collector:
                     "tid": os.getpid(),
                     "kind": Kind.LOST,
                     "lost_total": lost,
+                    "refused_total": self.source.lost_refused(),
                     "since_ns": self._last_pump_ns,
                 }
             )
@@ -100,6 +103,6 @@ class Collector:
         """Close the recording (lost count, end marker) and detach the probes."""
         try:
             if self.writer is not None:
-                self.writer.close(self.source.lost(), clean=clean)
+                self.writer.close(self.source.lost(), self.source.lost_refused(), clean=clean)
         finally:
             self.source.close()

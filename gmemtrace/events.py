@@ -122,7 +122,7 @@ FIELDS: dict[Kind, dict[str, str]] = {
     Kind.MREMAP: {"address": "arg", "old_address": "arg2"},
     Kind.FORK: {"child": "arg", "asid": "arg2"},
     Kind.EXEC: {"asid": "arg2"},
-    Kind.LOST: {"lost_total": "count", "since_ns": "arg"},
+    Kind.LOST: {"lost_total": "count", "since_ns": "arg", "refused_total": "arg2"},
 }
 COMMON = ("ts_ns", "pid", "tid", "kind", "flags", "result", "ino", "first", "count", "comm")
 

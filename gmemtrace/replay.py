@@ -41,5 +41,8 @@ class ReplaySource:
     def lost(self) -> int:
         return 0
 
+    def lost_refused(self) -> int:
+        return 0
+
     def close(self) -> None:
         pass

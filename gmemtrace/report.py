@@ -2,7 +2,8 @@
 (sinks/report_table.py renders it as a table or CSV).
 
 The JSON form is a contract for scripts:
-{"trace": {"kernel", "duration_s", "lost_events", "pids", "complete", "problem"},
+{"trace": {"kernel", "duration_s", "lost_events", "lost_reasons": {"ring_full",
+           "refused_with_room"}, "pids", "complete", "problem"},
  "probes": {event: attach point},
  "inodes": [{"ino", "size_pages", "flags", "init", "shared_pages", "private_pages",
              "unknown_pages", "host_faults", "host_faults_refused", "host_faults_beyond_eof",
@@ -67,6 +68,11 @@ def build_report(
             "kernel": kernel,
             "duration_s": round(max(end_ns - start_ns, 0) / 1e9, 6),
             "lost_events": model.lost_events,
+            # why: no room (the consumer was behind), or refused with room (the ring's lock)
+            "lost_reasons": {
+                "ring_full": model.lost_events - model.lost_refused,
+                "refused_with_room": model.lost_refused,
+            },
             # where the counts are low: [from s, to s, events lost] since the start
             "lost_windows": [
                 [round(max(a - start_ns, 0) / 1e9, 3), round((b - start_ns) / 1e9, 3), n]

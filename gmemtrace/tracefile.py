@@ -121,10 +121,11 @@ class TraceWriter:
         with contextlib.suppress(OSError):
             self._file.close()
 
-    def close(self, lost: int, clean: bool = True) -> None:
-        """Write the lost-event count and, for a clean end, the END event."""
+    def close(self, lost: int, refused: int = 0, clean: bool = True) -> None:
+        """Write the lost-event count (`refused`: of those, lost though the ring had room)
+        and, for a clean end, the END event."""
         me = {"ts_ns": time.monotonic_ns(), "pid": os.getpid(), "tid": os.getpid()}
-        tail = [me | {"kind": Kind.LOST, "lost_total": lost}]
+        tail = [me | {"kind": Kind.LOST, "lost_total": lost, "refused_total": refused}]
         if clean:
             tail.append(me | {"kind": Kind.END})
         self.write(make_events(*tail))

@@ -225,6 +225,7 @@ class Model:
     pids: set[int] = field(default_factory=set)  # every process seen doing guest_memfd work
     latency: dict[str, dict[int, int]] = field(default_factory=dict)  # event -> log2(ns) -> n
     lost_events: int = 0
+    lost_refused: int = 0  # of those, refused while the ring buffer had room
     # (from ns, to ns, events lost): the windows whose counts are low
     lost_windows: list[tuple[int, int, int]] = field(default_factory=list)
     events_applied: int = 0  # faults and page events count their pages (a run counts as many)
@@ -415,6 +416,7 @@ class Model:
                 )
             )
         elif kind == Kind.LOST:
+            self.lost_refused = max(self.lost_refused, int(ev[column(Kind.LOST, "refused_total")]))
             total = int(ev["count"])
             if total > self.lost_events:
                 since = int(ev[column(Kind.LOST, "since_ns")])

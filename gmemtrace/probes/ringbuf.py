@@ -8,8 +8,8 @@ it all, and one store hands the space back to the kernel.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
-import struct
 
 import numpy as np
 
@@ -70,11 +70,14 @@ class RingReader:
         self._producer = mmap.mmap(
             map_fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=PAGE
         )
+        # The positions are read and written whole, in one aligned 8-byte access each, as
+        # the kernel does. struct.pack_into() stores a byte at a time: a reservation that
+        # read the consumer position halfway through saw the ring full and was refused.
+        self._consumer_pos = ctypes.c_uint64.from_buffer(self._consumer)
+        self._producer_pos = np.frombuffer(self._producer, dtype="<u8", count=1)
 
     def _positions(self) -> tuple[int, int]:
-        consumer = struct.unpack_from("<Q", self._consumer, 0)[0]
-        producer = struct.unpack_from("<Q", self._producer, 0)[0]
-        return consumer, producer
+        return int(self._consumer_pos.value), int(self._producer_pos[0])
 
     def drain(self, limit: int | None = None) -> np.ndarray:
         """Every committed record, oldest first, as an array of `record` (a copy)."""
@@ -85,9 +88,10 @@ class RingReader:
         events, consumed = decode(
             self._producer, PAGE + (consumer & self.mask), available, self._framed
         )
-        struct.pack_into("<Q", self._consumer, 0, consumer + consumed * self.stride)
+        self._consumer_pos.value = consumer + consumed * self.stride
         return events
 
     def close(self) -> None:
+        del self._consumer_pos, self._producer_pos  # views first: mmaps with exports won't close
         self._consumer.close()
         self._producer.close()

@@ -193,7 +193,13 @@ class TracepointSource:
 
     def lost(self) -> int:
         """Events the kernel could not put in the ring buffer, since attach."""
-        return int(sum(self.bpf[b"lost"][ctypes.c_int(0)]))
+        table = self.bpf[b"lost"]
+        return int(sum(table[ctypes.c_int(0)]) + sum(table[ctypes.c_int(1)]))
+
+    def lost_refused(self) -> int:
+        """Of those, the ones refused while the ring had room (its lock gave up): not a
+        slow consumer (bpf/gmem_common.h: LOST_REFUSED)."""
+        return int(sum(self.bpf[b"lost"][ctypes.c_int(1)]))
 
     def close(self) -> None:
         self.ring.close()

@@ -88,6 +88,9 @@ class Dashboard:
         text.append(f"{self.info.elapsed_s:6.1f}s  ", style="cyan")
         text.append(f"{_rate(self.rates.events_per_s)} events/s  ")
         text.append(f"lost {lost}", style="bold white on red" if lost else "dim")
+        if lost:
+            refused = self.model.lost_refused
+            text.append(f" (ring full {lost - refused}, refused with room {refused})", style="red")
         if self.info.note:
             text.append(f"  {self.info.note}", style="yellow")
         second = Text(no_wrap=True, overflow="ellipsis")

@@ -98,6 +98,10 @@ def interval_record(model: Model, rates: Rates, elapsed_s: float) -> dict[str, A
         "events_per_s": round(rates.events_per_s, 1),
         "events_total": model.events_applied,
         "lost_events": model.lost_events,
+        "lost_reasons": {
+            "ring_full": model.lost_events - model.lost_refused,
+            "refused_with_room": model.lost_refused,
+        },
         "inodes": inodes,
         "threads": threads,
     }
@@ -121,7 +125,13 @@ RATE_COLUMNS = tuple((f"{c.short.upper()}/s", c.name) for c in COUNTER_TABLE if 
 
 def write_plain(out: TextIO, record: dict[str, Any]) -> None:
     """A bcc-style interval table: a time line, a header, one row per inode."""
-    lost = f"  LOST {record['lost_events']}" if record["lost_events"] else ""
+    reasons = record["lost_reasons"]
+    lost = (
+        f"  LOST {record['lost_events']} (ring full {reasons['ring_full']}, "
+        f"refused with room {reasons['refused_with_room']})"
+        if record["lost_events"]
+        else ""
+    )
     out.write(f"{record['time']}  {record['events_per_s']:.0f} events/s{lost}\n")
     if not record["inodes"]:
         out.write("  waiting for guest_memfd activity\n")
