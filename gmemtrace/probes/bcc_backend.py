@@ -98,11 +98,16 @@ def program_text(*sources: str) -> str:
     return "\n".join(parts)
 
 
+# Warnings clang raises inside the kernel's own headers of some kernels (Debian's 6.12:
+# per-CPU address spaces, nocf_check), printed on every start, about nothing of ours.
+QUIET = ("-Wno-duplicate-decl-specifier", "-Wno-ignored-attributes")
+
+
 def compile_program(
     sources: tuple[str, ...], defines: Mapping[str, str | int], headers: Headers
 ) -> Any:  # a bcc.BPF: bcc has no type information
     """Compile and load bpf/`sources` (one text) with -D`defines`; bcc attaches auto-probes."""
-    cflags = [f"-I{bpf_dir()}", *(f"-D{name}={value}" for name, value in defines.items())]
+    cflags = [f"-I{bpf_dir()}", *QUIET, *(f"-D{name}={value}" for name, value in defines.items())]
     return compile_text(program_text(*sources), headers, cflags)
 
 

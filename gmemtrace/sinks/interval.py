@@ -4,6 +4,7 @@ JSON schema, one object per line:
 {"time": "HH:MM:SS", "elapsed_s": float, "events_per_s": float, "events_total": int,
  "lost_events": int,   (events: a fault or a page allocated or freed is one, whether it
                         came alone or in a run; every other record is one)
+ "lost_reasons": {"ring_full": int, "refused_with_room": int},
  "inodes": [{"ino": int, "size_pages": int, "init": "shared"|"private"|"unknown",
              "shared_pages": int, "private_pages": int, "unknown_pages": int,
              "resident_pages": int,
