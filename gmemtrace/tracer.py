@@ -41,7 +41,7 @@ def prepare(force_tier: str | None = None, host: Host | None = None) -> Setup:
     in doctor's words, naming its fix (gmemtrace/requirements.py)."""
     host = host or Host()
     met = require_all(host)
-    loads = probe_plan.program_types(met.headers, met.btf)
+    loads = probe_plan.program_types(met.headers, met.btf, met.tracefs)
     plan = probe_plan.make_plan(met.btf, loads, met.tracefs, force_tier)
     probe_plan.require_tier(plan, force_tier)
     return Setup(met.headers, met.btf, met.tracefs, plan)

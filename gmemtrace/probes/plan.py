@@ -114,7 +114,7 @@ def _tracepoint_exists(tracefs: Path, name: str) -> bool:
     return (tracefs / "events" / name / "format").exists()
 
 
-def program_types(headers: Headers, btf: Btf) -> dict[str, str]:
+def program_types(headers: Headers, btf: Btf, tracefs: Path) -> dict[str, str]:
     """{tier: "" if it loads here, else why not}, cached per boot (loading costs a second)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -127,7 +127,7 @@ def program_types(headers: Headers, btf: Btf) -> dict[str, str]:
         pass
     from gmemtrace.probes.bcc_backend import check_program_types
 
-    checks = check_program_types(TIERS, headers, btf, Path("/sys/kernel/tracing"))
+    checks = check_program_types(TIERS, headers, btf, tracefs)
     found = {tier: "" if c.works else c.detail for tier, c in checks.items()}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
