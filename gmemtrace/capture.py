@@ -106,7 +106,7 @@ class Capture:
             if self.child is not None:
                 self.child.end()
 
-    def ready_note(self, doing: str, into: Path | None = None) -> str:
+    def ready_note(self, doing: str, into: Path | str | None = None) -> str:
         """The line that says tracing is attached, as bcc's tools say "Tracing... Hit Ctrl-C
         to end." (not an error: no "gmemtrace:" before it)."""
         what = [f"{self.command[0]} (pid {self.child.pid})"] if self.child else []

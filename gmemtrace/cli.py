@@ -8,11 +8,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gmemtrace.errors import EXIT_OK, GmemtraceError, UsageError
+
+if TYPE_CHECKING:  # rich loads only for the commands that print with it
+    from rich.console import Console
 
 EPILOG = """\
 examples:
@@ -29,6 +30,7 @@ examples:
   gmemtrace record -o t.trace -- gmemtrace workload mixed
   gmemtrace record -p 1234 -d 10 -o vmm.trace
   gmemtrace report t.trace --format json
+  gmemtrace exporter            # Prometheus metrics at http://127.0.0.1:9464/metrics
 
 exit codes: 0 success, 1 the machine cannot do it (no KVM, no BPF, ...),
 2 bad arguments or input, 130 interrupted.
@@ -142,6 +144,44 @@ def build_parser() -> Parser:
     demo.add_argument("-d", "--duration", type=_positive_float, default=20.0, metavar="SECONDS")
     demo.add_argument("--replay", action="store_true", help="replay the shipped trace anyway")
 
+    exporter = commands.add_parser(
+        "exporter",
+        help="serve guest_memfd metrics to Prometheus (and push them over OTLP)",
+        description="A long-running exporter: every guest_memfd on the host (or those of "
+        "--pid/--comm, also processes that start later), served as Prometheus/OpenMetrics "
+        "text at http://ADDR:PORT/metrics. SIGTERM, SIGHUP or Ctrl-C end it (exit 0).",
+    )
+    _add_target_options(exporter)
+    exporter.add_argument(
+        "--comm", metavar="NAME", help="trace processes with this name, also ones that start later"
+    )
+    exporter.add_argument(
+        "--listen",
+        default="127.0.0.1:9464",
+        metavar="ADDR:PORT",
+        help="where to serve /metrics (default 127.0.0.1:9464; every interface: 0.0.0.0:9464)",
+    )
+    exporter.add_argument(
+        "--keep-released",
+        type=_non_negative_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="keep a released guest_memfd's series this long (default 60)",
+    )
+    exporter.add_argument(
+        "--otlp",
+        metavar="URL",
+        help="also push over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/metrics",
+    )
+    exporter.add_argument(
+        "--otlp-interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between OTLP pushes (default 10)",
+    )
+    exporter.add_argument("--tier", choices=FORCEABLE, help="force one probe tier")
+
     completion = commands.add_parser(
         "completion",
         help="print a shell completion script",
@@ -156,7 +196,7 @@ def build_live_parser() -> Parser:
     parser = Parser(
         prog="gmemtrace",
         description="Live view of guest_memfd memory: shareability maps, fault rates, "
-        "conversions. Subcommands: record, report, probes, doctor, workload, demo, "
+        "conversions. Subcommands: record, report, probes, doctor, workload, demo, exporter, "
         "completion (gmemtrace COMMAND --help).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -237,6 +277,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
     return value
 
 
@@ -372,6 +419,25 @@ def cmd_probes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from gmemtrace import exporter
+
+    if args.comm is not None and not _valid_comm(args.comm):
+        raise UsageError(f"--comm {args.comm!r}: a process name is 1 to 15 printable characters")
+    return exporter.run(
+        exporter.Options(
+            pids=args.pid,
+            comm=args.comm,
+            listen=args.listen,
+            keep_released_s=args.keep_released,
+            otlp=args.otlp,
+            otlp_interval_s=args.otlp_interval,
+            tier=args.tier,
+            duration_s=args.duration,
+        )
+    )
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     import shtab  # generates the script from the parsers, so it never falls behind them
 
@@ -400,6 +466,7 @@ COMMANDS = {
     "record": cmd_record,
     "report": cmd_report,
     "probes": cmd_probes,
+    "exporter": cmd_exporter,
     "completion": cmd_completion,
 }
 

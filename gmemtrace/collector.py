@@ -41,11 +41,13 @@ class Collector:
     _last_pump_ns: int = 0
     write_error: TraceWriteError | None = None  # the recording stopped; collecting goes on
     _lost_reported: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)  # Session pumps from 2 threads
+    # Held while a batch is applied: Session pumps from 2 threads; the exporter's scrapes
+    # read the model under it.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def pump(self) -> int:
         """One drain: returns how many events it moved."""
-        with self._lock:
+        with self.lock:
             return self._pump()
 
     def _pump(self) -> int:

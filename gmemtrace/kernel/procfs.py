@@ -94,6 +94,14 @@ def alive(pid: int, proc: Path = PROC) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def comm_of(pid: int, proc: Path = PROC) -> str:
+    """The process's name ("" once it is gone)."""
+    try:
+        return (proc / str(pid) / "comm").read_text().rstrip("\n")
+    except OSError:
+        return ""
+
+
 def processes_named(comm: str, proc: Path = PROC) -> list[int]:
     """Pids whose comm is `comm` (compared as the kernel stores it: 15 characters)."""
     found = []

@@ -99,9 +99,13 @@ class InodeState:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     first_seen_ns: int = 0
     size_known: bool = True  # False: first seen in a page or fault event, grown as they come
+    pid: int | None = None  # the process that created it (or held it when tracing began)
+    released_ns: int | None = None  # its last close (the function tier sees it)
 
     @classmethod
-    def create(cls, ino: int, size_pages: int, flags: int | None, ts: int) -> InodeState:
+    def create(
+        cls, ino: int, size_pages: int, flags: int | None, ts: int, pid: int | None = None
+    ) -> InodeState:
         if flags is None:
             init = Share.UNKNOWN
         else:
@@ -116,6 +120,7 @@ class InodeState:
             IntervalMap(size_pages, False),
             IntervalMap(size_pages, 0),
             first_seen_ns=ts,
+            pid=pid,
         )
 
     def pages(self, state: Share) -> int:
@@ -252,6 +257,34 @@ class Model:
     def slots_of(self, ino: int) -> list[int]:
         return sorted({b.slot for b in self.bindings if b.ino == ino})
 
+    # --- forgetting (a long-running exporter keeps only what it still serves) --
+    def forget_inode(self, state: InodeState) -> None:
+        """Drop a released guest_memfd and the memslot bindings into it."""
+        if self.inodes.get(state.ino) is state:
+            del self.inodes[state.ino]
+        self.retired = [s for s in self.retired if s is not state]
+        if state.ino not in self.inodes:
+            self.bindings = [b for b in self.bindings if b.ino != state.ino]
+
+    def forget_process(self, pid: int) -> None:
+        """Drop what is kept per process of one that has exited."""
+        self.per_pid.pop(pid, None)
+        self.vm_private.pop(pid, None)
+        self.comms.pop(pid, None)
+        self.pids.discard(pid)
+        self.bindings = [b for b in self.bindings if b.pid != pid]
+        for key in [k for k in self.per_thread if k[0] == pid]:
+            del self.per_thread[key]
+
+    def take_logs(self) -> tuple[list[Conversion], list[MemoryFaultExit]]:
+        """The conversions and memory fault exits since the last call, and the logs emptied
+        (with the refusals and loss windows): what an exporter counts, it need not keep."""
+        taken = (self.conversions, self.memory_fault_exits)
+        self.conversions, self.memory_fault_exits = [], []
+        self.refused.clear()
+        self.lost_windows.clear()
+        return taken
+
     # --- applying a batch ---------------------------------------------------
     def apply(self, events: np.ndarray) -> None:
         """Apply a batch. A creation may reuse an inode number: the events before it
@@ -358,7 +391,11 @@ class Model:
             if ino in self.inodes and flags is not None:
                 self.retired.append(self.inodes.pop(ino))  # the number was reused
             if ino not in self.inodes:
-                self.inodes[ino] = InodeState.create(ino, int(ev["count"]), flags, ts)
+                self.inodes[ino] = InodeState.create(
+                    ino, int(ev["count"]), flags, ts, int(ev["pid"])
+                )
+        elif kind == Kind.RELEASE and ino in self.inodes:
+            self.inodes[ino].released_ns = ts
         elif kind == Kind.BIND and ev["result"] == 0:
             self.bindings.append(
                 Binding(
