@@ -12,7 +12,7 @@ from gmemtrace.collector import Collector
 from gmemtrace.command import GatedCommand
 from gmemtrace.kernel.procfs import alive, processes_named
 from gmemtrace.tracefile import TraceHeader, TraceWriter
-from gmemtrace.tracer import attach, check_pids, prepare
+from gmemtrace.tracer import RINGBUF_PAGES, check_pids, load, trace_header
 
 
 class StopFlag:
@@ -42,23 +42,31 @@ class Capture:
         capture_output: bool = False,
         duration_s: float | None = None,
         handle_signals: bool = True,
+        ringbuf_pages: int = RINGBUF_PAGES,
     ) -> None:
         """Targets: `pids` (and their descendants), processes named `comm` (also later
         ones), the `command` started here; none of them: every process. `stream_hot`: one
-        record per fault and page (a recording); False, runs coalesced in the kernel."""
+        record per fault and page (a recording); False, runs coalesced in the kernel.
+        `ringbuf_pages`: the ring buffer's size (mapped here, so resident here too)."""
         self.pids = list(pids or [])
         self.comm = comm
         self.command = list(command or [])
         check_pids(self.pids)
-        setup = prepare(tier)
-        self.child = GatedCommand(self.command, capture_output) if self.command else None
+        loaded = load(tier, ringbuf_pages)
+        try:
+            self.child = GatedCommand(self.command, capture_output) if self.command else None
+        except BaseException:
+            loaded.program.cleanup()
+            raise
         try:
             self.targets = ([self.child.pid] if self.child else []) + self.pids
             comm_pids = processes_named(comm) if comm else []
             trace_all = not self.targets and not comm
-            self.source = attach(setup, None if trace_all else self.targets + comm_pids, stream_hot)
+            self.source = loaded.source(None if trace_all else self.targets + comm_pids, stream_hot)
             try:
-                self.header: TraceHeader = setup.header(self.targets + comm_pids, self.command)
+                self.header: TraceHeader = trace_header(
+                    loaded.plan, self.targets + comm_pids, self.command
+                )
                 writer = TraceWriter(output, self.header) if output else None
             except BaseException:
                 self.source.close()

@@ -22,7 +22,10 @@ from gmemtrace.model.state import Model
 from gmemtrace.sinks.metrics import NS, Fleet, Samples
 from gmemtrace.sinks.prometheus import DEFAULT_LISTEN, parse_listen, serve
 
-PUMP_INTERVAL_S = 0.25
+PUMP_INTERVAL_S = 0.1
+# 8 MiB of ring buffer, not the recorder's 64: runs are coalesced in the kernel, drained
+# ten times a second, and the ring is mapped twice here (resident: twice its size).
+RINGBUF_PAGES = 2048
 
 
 @dataclass
@@ -72,7 +75,12 @@ def run(options: Options) -> int:
             pusher = OtlpPusher(options.otlp, options.otlp_interval_s, exporter.samples)
             exporter.fleet.listeners.append(pusher.conversion)
         capture = Capture(
-            options.pids, options.comm, tier=options.tier, stream_hot=False, handle_signals=False
+            options.pids,
+            options.comm,
+            tier=options.tier,
+            stream_hot=False,
+            handle_signals=False,
+            ringbuf_pages=RINGBUF_PAGES,
         )
         try:
             _export(capture, exporter, options, bound, lambda: _stop(stop, deadline))

@@ -15,9 +15,9 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from gmemtrace.errors import GmemtraceError, UsageError
 from gmemtrace.events import EVENT_DTYPE, Kind, make_events
@@ -25,10 +25,24 @@ from gmemtrace.events import EVENT_DTYPE, Kind, make_events
 FORMAT = "gmemtrace-trace"
 VERSION = 1
 
-SCHEMA_FIELDS = [
-    pa.field(name, pa.binary(16) if name == "comm" else pa.from_numpy_dtype(EVENT_DTYPE[name]))
-    for name in EVENT_DTYPE.names or ()
-]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def _pa() -> Any:
+    """pyarrow, loaded by the first trace file written or read (about 40 MB resident: an
+    exporter that writes none never pays it)."""
+    import pyarrow
+
+    return pyarrow
+
+
+def schema_fields() -> list[pa.Field]:
+    pa = _pa()
+    return [
+        pa.field(name, pa.binary(16) if name == "comm" else pa.from_numpy_dtype(EVENT_DTYPE[name]))
+        for name in EVENT_DTYPE.names or ()
+    ]
 
 
 class TraceFileError(UsageError):
@@ -96,7 +110,8 @@ class TraceWriter:
         if stat.S_ISREG(os.fstat(fd).st_mode):  # never chmod a device such as /dev/null
             os.fchmod(fd, 0o600)  # O_TRUNC of an existing file keeps its old mode
         self._file = os.fdopen(fd, "wb")
-        self._schema = pa.schema(SCHEMA_FIELDS, metadata=header.to_metadata())
+        pa = _pa()
+        self._schema = pa.schema(schema_fields(), metadata=header.to_metadata())
         self._writer = pa.ipc.new_stream(self._file, self._schema)
         self._file.flush()  # the header alone already makes a readable (empty) trace
         self.events_written = 0
@@ -105,6 +120,7 @@ class TraceWriter:
         if events.size == 0:
             return
         arrays = [_column(events, name) for name in EVENT_DTYPE.names or ()]
+        pa = _pa()
         try:
             self._writer.write_batch(pa.record_batch(arrays, schema=self._schema))
             self._file.flush()
@@ -134,6 +150,7 @@ class TraceWriter:
 
 
 def _column(events: np.ndarray, name: str) -> pa.Array:
+    pa = _pa()
     if name == "comm":  # fixed width: numpy's S16 would drop trailing NUL bytes
         raw = np.ascontiguousarray(events["comm"]).view(np.uint8).tobytes()
         return pa.FixedSizeBinaryArray.from_buffers(
@@ -157,6 +174,7 @@ class TraceData:
 
 def read_trace_file(path: Path) -> TraceData:
     """Every readable event of a trace; a damaged tail is reported, not raised."""
+    pa = _pa()
     try:
         source = pa.OSFile(str(path), "rb")
     except (OSError, pa.ArrowException) as err:
@@ -171,9 +189,9 @@ def read_trace_file(path: Path) -> TraceData:
                 f"{path} is not a gmemtrace trace (no Arrow stream header)"
             ) from None
         header = TraceHeader.from_metadata(reader.schema.metadata)
-        if not reader.schema.remove_metadata().equals(pa.schema(SCHEMA_FIELDS)):
+        if not reader.schema.remove_metadata().equals(pa.schema(schema_fields())):
             raise TraceFileError(f"{path}: not the columns and types of a gmemtrace trace")
-        batches: list[pa.RecordBatch] = []
+        batches: list[Any] = []  # pyarrow RecordBatches
         problem = ""
         while True:
             try:

@@ -12,8 +12,10 @@ from gmemtrace.errors import GmemtraceError, UsageError
 from gmemtrace.kernel import headers as kheaders
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.host import Host
+from gmemtrace.probes import loader
 from gmemtrace.probes import plan as probe_plan
-from gmemtrace.probes.tracepoints import TracepointSource
+from gmemtrace.probes.maps import HeldProgram
+from gmemtrace.probes.tracepoints import TracepointSource, possible_cpus
 from gmemtrace.requirements import require_all
 from gmemtrace.tracefile import TraceHeader
 
@@ -26,14 +28,20 @@ class Setup:
     plan: list[probe_plan.Choice]
 
     def header(self, targets: list[int], command: list[str]) -> TraceHeader:
-        return TraceHeader(
-            kernel=platform.release(),
-            start_ns=time.monotonic_ns(),
-            start_unix=time.time(),
-            probes=probe_plan.plan_json(self.plan),
-            targets=targets,
-            command=command,
-        )
+        return trace_header(self.plan, targets, command)
+
+
+def trace_header(
+    plan: list[probe_plan.Choice], targets: list[int], command: list[str]
+) -> TraceHeader:
+    return TraceHeader(
+        kernel=platform.release(),
+        start_ns=time.monotonic_ns(),
+        start_unix=time.time(),
+        probes=probe_plan.plan_json(plan),
+        targets=targets,
+        command=command,
+    )
 
 
 def prepare(force_tier: str | None = None, host: Host | None = None) -> Setup:
@@ -73,8 +81,33 @@ def check_pids(pids: list[int]) -> None:
 RINGBUF_PAGES = 16384
 
 
+@dataclass
+class Loaded:
+    """The probes, loaded and attached by the loader child (gmemtrace/probes/loader.py),
+    and the plan it made: what a capture starts from."""
+
+    program: HeldProgram
+    plan: list[probe_plan.Choice]
+    ringbuf_pages: int
+
+    def source(self, pids: list[int] | None, stream_hot: bool = True) -> TracepointSource:
+        """The event source for `pids` (None: every process; []: nobody yet)."""
+        try:
+            return TracepointSource.from_program(self.program, pids, stream_hot, self.ringbuf_pages)
+        except BaseException:
+            self.program.cleanup()
+            raise
+
+
+def load(force_tier: str | None = None, ringbuf_pages: int = RINGBUF_PAGES) -> Loaded:
+    """Check every requirement, plan, compile, load and attach, in a child that hands the
+    program over: this process never holds bcc (errors as prepare() raises them)."""
+    program, plan = loader.load(force_tier, ringbuf_pages, len(possible_cpus()))
+    return Loaded(program, plan, ringbuf_pages)
+
+
 def attach(setup: Setup, pids: list[int] | None, stream_hot: bool = True) -> TracepointSource:
-    """Load and attach the probes for `pids` (None: every process; []: nobody yet)."""
+    """Load and attach the probes here for `pids` (None: every process; []: nobody yet)."""
     return TracepointSource(
         setup.headers,
         setup.btf,

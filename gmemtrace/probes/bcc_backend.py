@@ -194,3 +194,36 @@ def check_program_types(
             check = ProgramCheck(kind, False, NO_KPROBES)
         out[kind] = check
     return out
+
+
+def handover(
+    sources: tuple[str, ...],
+    defines: Mapping[str, str | int],
+    headers: Headers,
+    maps: tuple[str, ...],
+    functions: Mapping[str, int],
+) -> tuple[dict[str, Any], list[int]]:
+    """Compile, load and attach, for another process to hold (gmemtrace/probes/loader.py):
+    (metadata naming each descriptor by its index, the descriptors). The attachments are
+    every perf event and BPF link this process has: bcc made them all."""
+    program = compile_program(sources, defines, headers)
+    lib = import_bcc().lib
+    fds: list[int] = []
+    meta: dict[str, Any] = {"maps": {}, "functions": {}, "attachments": []}
+    for name in maps:
+        key = lib.bpf_table_key_desc(program.module, name.encode()).decode()
+        leaf = lib.bpf_table_leaf_desc(program.module, name.encode()).decode()
+        meta["maps"][name] = {"fd": len(fds), "key": key, "leaf": leaf}
+        fds.append(program[name.encode()].map_fd)
+    for name, prog_type in functions.items():
+        meta["functions"][name] = len(fds)
+        fds.append(program.load_func(name.encode(), prog_type).fd)
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{entry}")
+        except OSError:
+            continue
+        if target in ("anon_inode:[perf_event]", "anon_inode:bpf_link"):
+            meta["attachments"].append(len(fds))
+            fds.append(int(entry))
+    return meta, fds

@@ -27,8 +27,12 @@ from gmemtrace.probes.ringbuf import RingReader
 from gmemtrace.probes.vmas import blocks
 
 SOURCES = ("gmem_common.h", "gmem_tracepoints.c", "gmem_functions.c")
+# What the tracer uses of the loaded program: these maps, and the functions it runs on
+# demand (the loader child hands over exactly these: gmemtrace/probes/loader.py).
+MAPS = ("events", "config", "targets", "gmem_inodes", "gmem_vmas", "runs", "lost")
 N_RUNS = 3  # bpf/gmem_tracepoints.c: RUN_FAULT, RUN_ALLOC, RUN_FREE
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+FUNCTIONS_RUN = {"flush_runs_here": BPF_PROG_TYPE_RAW_TRACEPOINT}
 POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
 
@@ -93,10 +97,25 @@ class TracepointSource:
         functions: dict[str, str] | None = None,
         tracefs: Path = Path("/sys/kernel/tracing"),
     ) -> None:
-        """`functions`: {event: guest_memfd function} for the events the function tier
-        takes (the plan's choice); the tracepoint programs leave those out."""
+        """Compile and load here. `functions`: {event: guest_memfd function} for the events
+        the function tier takes (the plan's choice); the tracepoint programs leave those
+        out. (Capture has a child load it: from_program().)"""
         defines = program_defines(btf, ringbuf_pages, functions, tracefs)
-        self.bpf: Any = compile_program(SOURCES, defines, headers)
+        self._start(compile_program(SOURCES, defines, headers), pids, stream_hot, ringbuf_pages)
+
+    @classmethod
+    def from_program(
+        cls, program: Any, pids: list[int] | None, stream_hot: bool, ringbuf_pages: int
+    ) -> TracepointSource:
+        """A source on a program loaded elsewhere (a HeldProgram from the loader child)."""
+        source = cls.__new__(cls)
+        source._start(program, pids, stream_hot, ringbuf_pages)
+        return source
+
+    def _start(
+        self, program: Any, pids: list[int] | None, stream_hot: bool, ringbuf_pages: int
+    ) -> None:
+        self.bpf: Any = program  # a bcc.BPF, or a HeldProgram: the same table interface
         try:
             self._cpus = possible_cpus()
             self._flush_fd = -1
