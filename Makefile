@@ -20,6 +20,7 @@ typecheck: setup
 	$(VENV)/bin/mypy gmemtrace
 
 test: lint typecheck
+	@scripts/setup.sh --test
 	$(PY) -m pytest
 
 notebook: setup

@@ -58,6 +58,8 @@ class Config:
     count: Callable[[str, Path], tuple[int | None, int | None]] = lambda out, d: (None, None)
     runs: list[Run] = field(default_factory=list)
     absent: str = ""
+    # Read what the tracer holds before it is stopped (the exporter's /metrics): out, dir
+    before_stop: Callable[[str, Path], None] = lambda out, d: None
 
 
 def _bpf_program_count() -> int:
@@ -82,6 +84,39 @@ def _gmemtrace_record_counts(_: str, scratch: Path) -> tuple[int | None, int | N
     data = read_trace_file(scratch / "bench.trace")
     mine = (data.events["kind"] != Kind.LOST) & (data.events["kind"] != Kind.END)
     return int(mine.sum()), data.lost_events
+
+
+def _scrape_exporter(out: str, scratch: Path) -> None:
+    """The exporter's /metrics once the storm is over (the URL is in its ready line)."""
+    import urllib.request
+
+    url = re.search(r"(http://\S+/metrics)", out)
+    if url is None:
+        raise RuntimeError(f"the exporter named no URL: {out}")
+    time.sleep(0.5)  # a few drains after the storm
+    with urllib.request.urlopen(url[1], timeout=10) as response:
+        (scratch / "metrics.txt").write_bytes(response.read())
+
+
+def _exporter_counts(_: str, scratch: Path) -> tuple[int | None, int | None]:
+    """Faults and page events in the last scrape, as the live view counts them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    hot = {
+        "gmemtrace_host_faults",
+        "gmemtrace_host_faults_refused",
+        "gmemtrace_guest_faults",
+        "gmemtrace_pages_allocated",
+        "gmemtrace_pages_freed",
+    }
+    events = lost = 0
+    for family in text_string_to_metric_families((scratch / "metrics.txt").read_text()):
+        for sample in family.samples:
+            if sample.name.removesuffix("_total") in hot and sample.name.endswith("_total"):
+                events += int(sample.value)
+            elif sample.name == "gmemtrace_lost_events_total":
+                lost += int(sample.value)
+    return events, lost
 
 
 def _bpftrace_counts(out: str, _: Path) -> tuple[int | None, int | None]:
@@ -137,6 +172,15 @@ def configurations() -> list[Config]:
             bpf_programs=0,
             ready_text=READY,
             count=_gmemtrace_live_counts,
+        ),
+        Config(
+            "gmemtrace exporter",
+            lambda pid, d: [*GMEMTRACE, "exporter", "--pid", str(pid), "--listen", "127.0.0.1:0"],
+            stops_itself=False,
+            bpf_programs=0,
+            ready_text=READY,
+            count=_exporter_counts,
+            before_stop=_scrape_exporter,
         ),
         Config(
             "gmemtrace record",
@@ -244,6 +288,7 @@ def measure(config: Config, pages: int, rounds: int) -> Run:
         cpu = rss = None
         events = lost = None
         if tracer is not None:
+            config.before_stop(out_path.read_text(), scratch)
             if not config.stops_itself:
                 time.sleep(0.2)
                 # os.kill, not Popen.send_signal: that polls, and may reap the tracer

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+# --test: also what only the tests use (Debian's Prometheus server, for the exporter's test).
+for_tests=0
+[[ ${1:-} == --test ]] && for_tests=1
 VENV=.venv
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -12,6 +15,7 @@ say() { printf 'setup: %s\n' "$*"; }
 if [[ $(id -u) -eq 0 ]] && command -v dpkg-query >/dev/null; then
     arch=$(dpkg --print-architecture)
     wanted=(python3-bpfcc bpftool python3-venv tmux libcap2-bin)
+    ((for_tests)) && wanted+=(prometheus)
     # Headers for bcc: any distro linux-headers tree will do (gmemtrace merges
     # its arch and -common folders itself); install the default flavour if none.
     compgen -G "/usr/src/linux-headers-*-$arch" >/dev/null || wanted+=("linux-headers-$arch")
@@ -24,7 +28,7 @@ if [[ $(id -u) -eq 0 ]] && command -v dpkg-query >/dev/null; then
         say "installing ${missing[*]}"
         log=$(mktemp)
         if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-                apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+                apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
             cat "$log" >&2
             echo "setup: apt-get failed installing ${missing[*]}" >&2
             exit 1

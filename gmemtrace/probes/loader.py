@@ -41,7 +41,9 @@ def load(
             [sys.executable, "-m", "gmemtrace.probes.loader", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
-            stdout=sys.stderr.fileno(),  # compiler chatter never mixes with our output
+            # Compiler chatter never mixes with our output. (Descriptor 2 itself: Jupyter's
+            # sys.stderr has none.)
+            stdout=2,
         )
         theirs.close()
         try:
