@@ -24,6 +24,7 @@ def test_bench_runs_every_part_and_writes_json(tmp_path: Path) -> None:
         "--quick",
         "--only",
         "gmemtrace record",
+        "gmemtrace exporter",
         "perf stat",
         "-o",
         str(out),
@@ -31,11 +32,14 @@ def test_bench_runs_every_part_and_writes_json(tmp_path: Path) -> None:
     assert main(argv) == 0
     doc = json.loads(out.read_text())
     runs = {c["name"]: c["runs"] for c in doc["configurations"]}
-    assert set(runs) == {"untraced", "gmemtrace record", "perf stat"} or "perf stat" not in runs
+    assert set(runs) - {"perf stat"} == {"untraced", "gmemtrace record", "gmemtrace exporter"}
     (record,) = runs["gmemtrace record"]
     assert record["lost"] == 0
     assert record["events"] >= 128 * 2, "every fault of the storm reached the file"
     assert record["cpu_s"] > 0 and record["rss_mb"] > 0
+    (exporter,) = runs["gmemtrace exporter"]
+    assert exporter["lost"] == 0
+    assert exporter["events"] >= 128 * 2, "every fault of the storm, as its last scrape says"
     assert doc["decoder"]["decode_and_model_events_per_s"] > 0
     assert [r["intervals"] > 0 for r in doc["scale"]] == [True] * 5
     for mode in ("record, sequential", "live view (runs), random"):
@@ -48,6 +52,6 @@ def test_bench_runs_every_part_and_writes_json(tmp_path: Path) -> None:
 
 def test_every_configuration_is_present_or_says_why_not() -> None:
     names = [c.name for c in configurations()]
-    assert names[0] == "untraced" and len(names) == 7
+    assert names[0] == "untraced" and len(names) == 8
     for config in configurations():
         assert config.absent == "" or "not installed" in config.absent

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -215,3 +216,13 @@ def test_a_bad_otlp_url_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("gmemtrace: error: --otlp 'collector:4318'")
     assert result.stderr.count("\n") == 1
+
+
+def test_the_readme_table_lists_every_metric() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    fleet = readme[readme.index("## Fleet") : readme.index("## Kernels")]
+    rows = [line for line in fleet.splitlines() if line.startswith("| `gmemtrace_")]
+    listed = {
+        name for row in rows for name in re.findall(r"`(gmemtrace_[a-z_]+)`", row.split("|")[1])
+    }
+    assert listed == {m.name for m in METRICS}
