@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich import box
@@ -104,10 +105,10 @@ class Dashboard:
         second.append(f"  probes: {tier_summary(self.info.probes)}", style="dim")
         return [text, second]
 
-    def strip_lines(self, state: InodeState, width: int) -> list[RenderableType]:
+    def strip_lines(self, state: InodeState, width: int, rows: int = 1) -> list[RenderableType]:
         flags = "|".join(decode_gmem_flags(state.flags)) if state.flags is not None else "flags ?"
         slots = self.model.slots_of(state.ino)
-        per_cell = pages_per_cell(state.size_pages, width)
+        per_cell = pages_per_cell(state.size_pages, width * rows)
         label = Text(no_wrap=True, overflow="ellipsis")
         label.append(f"ino {state.ino}", style="bold")
         label.append(f"  {state.size_pages} pages ({_size(state.size_pages)})  {flags}")
@@ -123,7 +124,7 @@ class Dashboard:
             r.page for r in self.model.refused if r.ino == state.ino and r.reason == "private"
         }
         hot_since = self.info.now_ns - HOT_WINDOW_NS
-        return [label, ShareabilityStrip(state, refused, hot_since)]
+        return [label, ShareabilityStrip(state, refused, hot_since, rows)]
 
     def inode_table(self, inodes: list[InodeState], rows: int) -> Table:
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), expand=False, show_edge=False)
@@ -155,10 +156,11 @@ class Dashboard:
             )
         return table
 
-    def thread_table(self, rows: int) -> Table:
+    def thread_table(self, rows: int, keep: Callable[[int], bool] = lambda pid: True) -> Table:
+        """The busiest threads (of the processes `keep` accepts)."""
         key = SORT_KEYS.get(self.info.sort, "host_faults")
         ranked = sorted(
-            self.model.per_thread.items(),
+            ((k, v) for k, v in self.model.per_thread.items() if keep(k[0])),
             key=lambda kv: (self.rates.threads.get(kv[0], {}).get(key, 0.0), kv[1][key]),
             reverse=True,
         )

@@ -3,11 +3,14 @@
 Each cell covers `pages_per_cell` pages: its colour is the state most of them
 are in (shared, private, unknown), its glyph how many are resident, a grey
 background marks pages the host faulted recently, and a red cross a refused
-fault.
+fault. Without colour (NO_COLOR) the glyph carries the state too: its letter,
+upper case when resident, lower case when partly, a punctuation mark when not;
+recent faults are underlined.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,33 @@ from gmemtrace.model.state import InodeState, Share
 STATE_COLOUR = {Share.SHARED: "green", Share.PRIVATE: "magenta", Share.UNKNOWN: "grey50"}
 HOT_BACKGROUND = "grey30"
 FULL, PARTIAL, EMPTY, REFUSED = "█", "▄", "░", "✗"
+# Without colour: (resident, partly, not) per state.
+PLAIN_GLYPHS = {
+    Share.SHARED: ("S", "s", "."),
+    Share.PRIVATE: ("P", "p", ":"),
+    Share.UNKNOWN: ("U", "u", "_"),
+}
+
+
+def no_colour() -> bool:
+    """NO_COLOR is set (https://no-color.org: any value; Textual asks only that it is there)."""
+    return "NO_COLOR" in os.environ
+
+
+def cell_glyph(
+    state: Share, resident: int, pages: int, refused: bool, plain: bool
+) -> tuple[str, Style]:
+    """A cell of `pages` pages, `resident` of them in memory, mostly in `state`."""
+    if refused:
+        return REFUSED, Style(color="red", bold=True)
+    which = 0 if resident == pages else 1 if resident else 2
+    if plain:
+        return PLAIN_GLYPHS[state][which], Style()
+    return (FULL, PARTIAL, EMPTY)[which], Style(color=STATE_COLOUR[state])
+
+
+def page_glyph(state: Share, resident: bool, refused: bool, plain: bool) -> tuple[str, Style]:
+    return cell_glyph(state, int(resident), 1, refused, plain)
 
 
 def cell_coverage(
@@ -53,6 +83,12 @@ class ShareabilityStrip:
     state: InodeState
     refused_pages: set[int]
     hot_since_ns: int  # faults at or after this time are "hot"
+    rows: int = 1  # lines to draw it on: more rows, finer cells
+
+    @staticmethod
+    def rows_for(size_pages: int, width: int, most: int) -> int:
+        """Lines the map takes at one page a cell, up to `most`."""
+        return max(1, min(most, -(-size_pages // max(width, 1))))
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         return Measurement(8, max(8, min(options.max_width, self.state.size_pages or 8)))
@@ -62,7 +98,8 @@ class ShareabilityStrip:
         if size == 0:
             yield Text("(size unknown: no page seen yet)", style="dim")
             return
-        per_cell = pages_per_cell(size, options.max_width)
+        width = options.max_width
+        per_cell = pages_per_cell(size, width * self.rows)
         cells = -(-size // per_cell)
         in_cell = np.full(cells, per_cell)
         in_cell[-1] = size - per_cell * (cells - 1)
@@ -89,21 +126,28 @@ class ShareabilityStrip:
         for page in self.refused_pages:
             if page < size:
                 refused[page // per_cell] = True
+        plain = no_colour() or console.no_color
+        hot_style = Style(underline=True) if plain else Style(bgcolor=HOT_BACKGROUND, bold=True)
         for i in range(cells):
-            colour = STATE_COLOUR[states[int(dominant[i])]]
-            if refused[i]:
-                glyph, style = REFUSED, Style(color="red", bold=True)
-            else:
-                glyph = FULL if resident[i] == in_cell[i] else PARTIAL if resident[i] else EMPTY
-                style = Style(color=colour)
+            glyph, style = cell_glyph(
+                states[int(dominant[i])], int(resident[i]), int(in_cell[i]), bool(refused[i]), plain
+            )
             if hot[i]:
-                style += Style(bgcolor=HOT_BACKGROUND, bold=True)
+                style += hot_style
             yield Segment(glyph, style)
+            if (i + 1) % width == 0 and i + 1 < cells:
+                yield Segment.line()
         yield Segment.line()
 
 
 def legend() -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
+    if no_colour():
+        for state, (full, partly, empty) in PLAIN_GLYPHS.items():
+            text.append(f"{full}{partly}{empty} {state.value}  ")
+        text.append(f"(resident, partly, not)  {REFUSED}refused  ")
+        text.append("hot", style=Style(underline=True))
+        return text
     for state, colour in STATE_COLOUR.items():
         text.append("■", style=colour)
         text.append(f"{state.value} ")

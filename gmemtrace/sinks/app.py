@@ -1,0 +1,450 @@
+"""The live view on a terminal: a Textual app over the dashboard's rich renderables.
+
+It fills the screen and re-lays itself out on resize: the shareability maps take
+the room they can use (more guest_memfds, finer cells), the rate tables and the
+conversion log the rest. Each guest_memfd has a minute of history (host, refused
+and guest faults per second), the header the events per second. Keys: q (or
+Ctrl-C) quits with the summary, p pauses the display while collection goes on,
+s cycles the sort, arrows and Enter open a guest_memfd's map at page resolution,
+/ filters by pid or comm, ? shows them. It draws what LiveView (sinks/view.py)
+collects; it attaches nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+from textual import events
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.geometry import Size
+from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Input, RichLog, Static
+
+from gmemtrace.kernel.procfs import comm_of
+from gmemtrace.model.rates import Rates
+from gmemtrace.model.state import InodeState, Model, Share
+from gmemtrace.sinks.dashboard import SORT_KEYS, Dashboard
+from gmemtrace.sinks.strip import ShareabilityStrip, no_colour, page_glyph
+
+if TYPE_CHECKING:
+    from gmemtrace.sinks.view import LiveView
+
+HISTORY_S = 60  # samples kept per guest_memfd: one per rate interval
+SPARK = " ▁▂▃▄▅▆▇█"
+SORT_ORDER = list(SORT_KEYS)
+HISTORY_COUNTERS = (
+    ("host", "host_faults"),
+    ("ref", "host_faults_refused"),
+    ("guest", "guest_faults"),
+)
+PAGES_PER_ROW = 64
+MAX_STRIP_ROWS = 16  # a map's lines at most, however large the guest_memfd
+
+HELP = """\
+[b]gmemtrace live view[/b]
+
+  [b]q[/b], Ctrl-C   quit, with the summary
+  [b]p[/b]           pause the display (collection goes on)
+  [b]s[/b]           cycle the sort: {sorts}
+  [b]Up/Down[/b]     select a guest_memfd
+  [b]Enter[/b]       its map at page resolution (Escape goes back)
+  [b]/[/b]           filter by pid or comm (empty: no filter)
+  [b]?[/b]           this help (Escape closes it)
+
+Maps: one cell per page range; its colour is the state most pages are in
+(green shared, magenta private, grey unknown), its glyph how many are resident
+(█ all, ▄ some, ░ none); without colour (NO_COLOR) the glyph is the state's
+letter (S shared, P private, U unknown: upper case resident, lower case
+partly; . : _ not). ✗ a refused fault; a grey background (underline without
+colour): faulted in the last 2 s.
+"""
+
+
+def sparkline(values: list[float], width: int) -> str:
+    """The last `width` values as block characters, scaled to their own maximum."""
+    shown = values[-width:]
+    top = max(shown, default=0)
+    if top <= 0:
+        return " " * (width - len(shown)) + SPARK[0] * len(shown)
+    scale = len(SPARK) - 1
+    line = "".join(SPARK[max(1, round(v / top * scale)) if v > 0 else 0] for v in shown)
+    return " " * (width - len(shown)) + line
+
+
+@dataclass
+class History:
+    """A minute of per-second rates: the header's events/s, and per guest_memfd the
+    counters in HISTORY_COUNTERS."""
+
+    events: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_S))
+    inodes: dict[int, dict[str, deque[float]]] = field(default_factory=dict)
+
+    def add(self, rates: Rates) -> None:
+        self.events.append(rates.events_per_s)
+        for ino, rate in rates.inodes.items():
+            series = self.inodes.setdefault(
+                ino, {name: deque(maxlen=HISTORY_S) for _, name in HISTORY_COUNTERS}
+            )
+            for _, name in HISTORY_COUNTERS:
+                series[name].append(rate.get(name, 0.0))
+
+
+def matches(model: Model, pid: int | None, wanted: str) -> bool:
+    """Whether the filter (a pid, or part of a process name) selects process `pid`."""
+    if not wanted:
+        return True
+    if pid is None:
+        return False
+    if wanted.isdigit():
+        return int(wanted) == pid
+    return wanted in (model.comms.get(pid) or comm_of(pid))
+
+
+class Maps(Widget):
+    """The guest_memfds' shareability maps, one above the other, with their history; the
+    selected one marked. As many as fit, the selection kept in sight; room left over makes
+    the maps finer (more lines each, fewer pages a cell)."""
+
+    def __init__(self, app: LiveApp) -> None:
+        super().__init__(id="maps")
+        self.live = app
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        """What it would use: every guest_memfd at up to MAX_STRIP_ROWS lines (its CSS
+        max-height leaves the rest of the screen to the tables and the log)."""
+        states = self.live.shown()
+        width = max(width - 2, 8)
+        return 1 + sum(
+            2 + ShareabilityStrip.rows_for(s.size_pages, width, MAX_STRIP_ROWS) for s in states
+        )
+
+    def render(self) -> RenderableType:
+        board, states = self.live.board(), self.live.shown()
+        if not states:
+            waiting = self.live.view.info.waiting_for or self.live.view.info.targets
+            if self.live.filter:
+                return Text(f"no guest_memfd matches the filter {self.live.filter!r}", "yellow")
+            return Text(f"waiting for guest_memfd activity from {waiting} ...", "bold yellow")
+        width, height = max(self.size.width - 2, 8), max(self.size.height, 2)
+        lines_each = 3 if height >= 3 * min(len(states), 2) + 1 else 2
+        fit = max(1, min(len(states), (height - 1) // lines_each))
+        selected = self.live.selected_index(states)
+        first = min(max(0, selected - fit + 1), max(0, len(states) - fit))
+        shown = states[first : first + fit]
+        rows = self.strip_rows(shown, states[selected], width, height - 1 - fit * lines_each)
+        parts: list[RenderableType] = []
+        for i, state in enumerate(shown, start=first):
+            label, strip = board.strip_lines(state, width, rows[state.ino])
+            marker = Text("▶ " if i == selected else "  ", style="bold")
+            assert isinstance(label, Text)
+            label = Text.assemble(marker, label)
+            if i == selected:
+                label.stylize("reverse", 0, len(label))
+            parts.extend([label, Padding(strip, (0, 0, 0, 2))])
+            if lines_each == 3:
+                parts.append(self.history_line(state.ino, width))
+        footer = Text(no_wrap=True, overflow="ellipsis")
+        hidden = len(states) - fit
+        if hidden > 0:
+            below = hidden - first
+            footer.append(f"  {first} above, {below} below (Up/Down)  ", style="bold")
+        footer.append_text(self.live.legend())
+        parts.append(footer)
+        return Group(*parts)
+
+    @staticmethod
+    def strip_rows(
+        shown: list[InodeState], selected: InodeState, width: int, spare: int
+    ) -> dict[int, int]:
+        """Lines per map: one each, then the spare lines to those that can use them (the
+        selected one first), up to one page a cell."""
+        rows = {s.ino: 1 for s in shown}
+        for state in sorted(shown, key=lambda s: s.ino != selected.ino):
+            wanted = ShareabilityStrip.rows_for(state.size_pages, width, MAX_STRIP_ROWS) - 1
+            extra = max(0, min(wanted, spare))
+            rows[state.ino] += extra
+            spare -= extra
+        return rows
+
+    def history_line(self, ino: int, width: int) -> Text:
+        series = self.live.history.inodes.get(ino, {})
+        span = max(8, min(HISTORY_S, (width - 3 * 16) // 3))
+        text = Text("  ", no_wrap=True, overflow="ellipsis")
+        for short, name in HISTORY_COUNTERS:
+            values = list(series.get(name, []))
+            style = "red" if short == "ref" and any(values) else "cyan"
+            text.append(f"{short}/s ", style="dim")
+            text.append(sparkline(values, span), style=style)
+            text.append(f" {values[-1] if values else 0:>6.0f}  ")
+        return text
+
+
+class PageMap(Screen[None]):
+    """One guest_memfd at page resolution: every page a cell, rows of 64 with their offset,
+    then its ranges of pages with their state and where it comes from."""
+
+    BINDINGS: ClassVar = [Binding("escape,q,enter", "app.pop_screen", "back")]
+
+    def __init__(self, app: LiveApp, ino: int) -> None:
+        super().__init__()
+        self.live, self.ino = app, ino
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="page-title")
+        with VerticalScroll(id="page-scroll"):
+            yield Static(id="page-map")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_map()
+        self.set_interval(1.0, self.refresh_map)
+
+    def refresh_map(self) -> None:
+        state = self.live.view.collector.model.inodes.get(self.ino)
+        if state is None:
+            return
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append(f"ino {state.ino}", style="bold")
+        title.append(
+            f"  {state.size_pages} pages  shared {state.pages(Share.SHARED)}"
+            f"  private {state.pages(Share.PRIVATE)}  unknown {state.pages(Share.UNKNOWN)}"
+            f"  resident {state.resident.count(True)}  (Escape: back)"
+        )
+        self.query_one("#page-title", Static).update(Group(title, self.live.legend()))
+        self.query_one("#page-map", Static).update(self.page_rows(state))
+
+    def page_rows(self, state: InodeState) -> RenderableType:
+        plain = no_colour()
+        refused = {r.page for r in self.live.view.collector.model.refused if r.ino == state.ino}
+        rows = Text(no_wrap=True)
+        for row in range(0, state.size_pages, PAGES_PER_ROW):
+            rows.append(f"{row:>9} {row * 4096:#012x}  ", style="dim")
+            for page in range(row, min(row + PAGES_PER_ROW, state.size_pages)):
+                share, _ = state.shareability.get(page)
+                glyph, style = page_glyph(
+                    share, bool(state.resident.get(page)), page in refused, plain
+                )
+                rows.append(glyph, style=style)
+            rows.append("\n")
+        ranges = Table(title="page ranges", title_justify="left", box=None, padding=(0, 2))
+        for name in ("first", "last", "pages", "bytes from", "state", "from"):
+            ranges.add_column(name, justify="right" if name != "state" else "left")
+        for first, end, (share, source) in state.shareability.runs():
+            ranges.add_row(
+                str(first),
+                str(end - 1),
+                str(end - first),
+                f"{first * 4096:#x}",
+                share.value,
+                source,
+            )
+        return Group(rows, ranges)
+
+
+class Help(ModalScreen[None]):
+    BINDINGS: ClassVar = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP.format(sorts=", ".join(SORT_ORDER)), id="help")
+
+
+class LiveApp(App[None]):
+    """The live view's screen; LiveView's tick feeds it."""
+
+    ENABLE_COMMAND_PALETTE = False
+
+    CSS = """
+    Screen { overflow: hidden; }
+    #header { height: 2; }
+    #maps { height: auto; max-height: 65%; min-height: 4; overflow: hidden; }
+    #tables { height: auto; max-height: 35%; }
+    #inode-table, #thread-table { width: 1fr; height: auto; }
+    #logs { height: 1fr; min-height: 2; }
+    #recent { width: 2fr; }
+    #latency { width: 1fr; }
+    #output { height: 5; display: none; border-top: solid $secondary; }
+    #filter { dock: bottom; display: none; }
+    #help { width: 80; height: auto; padding: 1 2; border: solid $accent; background: $panel; }
+    Help { align: center middle; }
+    """
+    BINDINGS: ClassVar = [
+        Binding("q", "quit_view", "quit"),
+        Binding("ctrl+c", "quit_view", "quit", show=False, priority=True),
+        Binding("p", "pause", "pause"),
+        Binding("s", "sort", "sort"),
+        Binding("up", "move(-1)", "select", show=False),
+        Binding("down", "move(1)", "select", show=False),
+        Binding("enter", "open", "page map"),
+        Binding("slash", "filter", "filter"),
+        Binding("question_mark", "help", "help"),
+    ]
+
+    def __init__(self, view: LiveView, tick: Callable[[], bool]) -> None:
+        """`tick()`: one round of the view loop (pump, sample); True once it should end."""
+        super().__init__()
+        self.view, self.tick = view, tick
+        self.history = History()
+        self.paused = False
+        self.filter = ""
+        self.selected_ino: int | None = None
+        self.frames = 0  # frames drawn (a paused view draws none)
+
+    # --- what is shown -------------------------------------------------------------
+    def board(self) -> Dashboard:
+        return self.view.dashboard()
+
+    def shown(self) -> list[InodeState]:
+        model = self.view.collector.model
+        return [s for s in self.board().ranked_inodes() if matches(model, s.pid, self.filter)]
+
+    def selected_index(self, states: list[InodeState]) -> int:
+        inos = [s.ino for s in states]
+        if self.selected_ino not in inos:
+            self.selected_ino = inos[0] if inos else None
+        return inos.index(self.selected_ino) if self.selected_ino in inos else 0
+
+    def legend(self) -> Text:
+        from gmemtrace.sinks.strip import legend
+
+        return legend()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        yield Maps(self)
+        with Horizontal(id="tables"):
+            yield Static(id="inode-table")
+            yield Static(id="thread-table")
+        with Horizontal(id="logs"):
+            yield Static(id="recent")
+            yield Static(id="latency")
+        yield RichLog(id="output", wrap=False, markup=False, highlight=False)
+        yield Input(placeholder="pid or comm (Enter: apply, Escape: cancel)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(self.view.pump_s, self._tick)
+        self.redraw()
+
+    def _tick(self) -> None:
+        if self.tick():
+            self.exit()
+            return
+        output = self.view.command_output()
+        if output:
+            log = self.query_one("#output", RichLog)
+            log.display = True
+            log.write(Text(output.decode(errors="replace").rstrip("\n")))
+        if self.view.redraw_due():
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Every panel from the model as it is now (nothing while paused)."""
+        if self.paused:
+            return
+        self.frames += 1
+        board = self.board()
+        states = self.shown()
+        self.query_one("#header", Static).update(Group(*self.header(board)))
+        self.query_one(Maps).refresh(layout=True)  # its height follows the guest_memfds
+        height = self.size.height
+        rows = max(1, min(len(states), height // 4))
+        self.query_one("#inode-table", Static).update(board.inode_table(states, rows))
+        model = self.view.collector.model
+        threads = (
+            board.thread_table(min(rows, 8), lambda pid: matches(model, pid, self.filter))
+            if model.per_thread
+            else ""
+        )
+        self.query_one("#thread-table", Static).update(threads)
+        log_rows = max(2, self.query_one("#logs").size.height - 1)
+        recent = board.recent(log_rows)
+        self.query_one("#recent", Static).update(
+            Group(Text("recent conversions and refused faults", style="bold"), *recent)
+            if recent
+            else Text("no conversion or refused fault yet", style="dim")
+        )
+        self.query_one("#latency", Static).update(Group(*board.histograms(log_rows + 1, 60)))
+
+    def header(self, board: Dashboard) -> list[Text]:
+        first, second = board.header(self.size.width)
+        spark = sparkline(list(self.history.events), min(HISTORY_S, max(10, self.size.width // 5)))
+        first.append("  last minute ", style="dim")
+        first.append(spark, style="cyan")
+        second.append(f"  sort {self.view.info.sort}", style="bold")
+        if self.filter:
+            second.append(f"  filter {self.filter!r}", style="bold yellow")
+        if self.paused:
+            second.append("  PAUSED (p resumes)", style="bold black on yellow")
+        return [first, second]
+
+    def sampled(self, rates: Rates) -> None:
+        """A rate interval ended: its rates join the history."""
+        self.history.add(rates)
+
+    # --- keys ----------------------------------------------------------------------
+    def action_quit_view(self) -> None:
+        self.exit()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.redraw()
+        else:  # say so at once: the last frame stays, marked
+            self.query_one("#header", Static).update(Group(*self.header(self.board())))
+
+    def action_sort(self) -> None:
+        current = self.view.info.sort
+        following = SORT_ORDER[(SORT_ORDER.index(current) + 1) % len(SORT_ORDER)]
+        self.view.info.sort = following
+        self._redraw_now()
+
+    def action_move(self, step: int) -> None:
+        states = self.shown()
+        if states:
+            index = min(max(self.selected_index(states) + step, 0), len(states) - 1)
+            self.selected_ino = states[index].ino
+        self._redraw_now()
+
+    def action_open(self) -> None:
+        states = self.shown()
+        if states:
+            self.push_screen(PageMap(self, states[self.selected_index(states)].ino))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = self.filter
+        box.display = True
+        box.focus()
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        self.filter = message.value.strip()
+        self._close_filter()
+        self.selected_ino = None
+        self._redraw_now()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "escape" and self.query_one("#filter", Input).display:
+            self._close_filter()
+            event.stop()
+
+    def _close_filter(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.screen.set_focus(None)  # keys are the view's again
+
+    def action_help(self) -> None:
+        self.push_screen(Help())
+
+    def _redraw_now(self) -> None:
+        paused, self.paused = self.paused, False
+        self.redraw()
+        self.paused = paused

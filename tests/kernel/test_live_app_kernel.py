@@ -1,0 +1,161 @@
+"""The live view's keys, driven against real VMMs: Textual's pilot in-process (select a
+guest_memfd, open its page map, filter, pause, sort, help, quit) at 80x24 and 200x60, and
+the whole command in tmux, quit with `q`, summary printed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from gmemtrace.capture import Capture
+from gmemtrace.kernel.procfs import comm_of
+from gmemtrace.sinks.app import Help, Maps, PageMap
+from gmemtrace.sinks.console import make_console
+from gmemtrace.sinks.dashboard import ViewInfo
+from gmemtrace.sinks.view import LiveView
+
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
+GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
+# Two VMMs: a slow steady storm on one big guest_memfd, and the mixed workload's three.
+STORM = ["fault-storm", "--pages", "4096", "--rounds", "60", "--rate", "2000", "-q"]
+MIXED = ["mixed", "--rate", "20", "--hold", "20", "-q"]
+VMMS = (
+    f"{shlex.join([*GMEMTRACE, 'workload', *STORM])} & "
+    f"{shlex.join([*GMEMTRACE, 'workload', *MIXED])}; wait"
+)
+
+
+def text_of(renderable: object, width: int) -> str:
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(renderable)
+    return console.export_text()
+
+
+async def until(pilot: object, check: object, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
+def test_keys_drive_the_view(size: tuple[int, int]) -> None:
+    capture = Capture(
+        command=["sh", "-c", VMMS], stream_hot=False, capture_output=True, handle_signals=False
+    )
+    info = ViewInfo("kernel", capture.header.probes, "test", 0.0, 0)
+    view = LiveView(capture.collector, "live", 0.5, info, make_console(), capture.should_stop)
+    view.begin()
+    app = view.make_app()
+
+    async def drive() -> None:
+        async with app.run_test(size=size) as pilot:
+            capture.start()
+            await until(pilot, lambda: len(app.shown()) >= 4)
+            maps = app.query_one(Maps)
+            assert maps.size.height >= 4 and maps.size.width == size[0]
+            storm = max(app.shown(), key=lambda s: s.size_pages)
+            # Select the big guest_memfd, open its map at page resolution.
+            for _ in range(len(app.shown())):
+                if app.selected_ino == storm.ino:
+                    break
+                await pilot.press("down")
+            assert app.selected_ino == storm.ino
+            await pilot.press("enter")
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, PageMap) and app.screen.ino == storm.ino
+            page_map = text_of(app.screen.page_rows(storm), 200)
+            assert "0x00000000" in page_map and f"{4032 * 4096:#012x}" in page_map
+            assert "page ranges" in page_map and "shared" in page_map
+            await pilot.press("escape")
+            assert not isinstance(app.screen, PageMap)
+            # Filter by the storm's pid: its guest_memfd alone; then by a name: all again.
+            await pilot.press("slash")
+            for key in str(storm.pid):
+                await pilot.press(key)
+            await pilot.press("enter")
+            assert [s.ino for s in app.shown()] == [storm.ino]
+            assert f"filter '{storm.pid}'" in text_of(app.header(app.board())[1], 200)
+            name = comm_of(storm.pid)[:4]  # the VMMs' name ("pyth": python -m gmemtrace)
+            await pilot.press("slash", "ctrl+u", *list(name), "enter")
+            assert len(app.shown()) >= 4
+            await pilot.press("slash", "ctrl+u", "enter")
+            assert app.filter == ""
+            # Pause: the display holds while collection goes on.
+            await pilot.press("p")
+            assert app.paused
+            assert "PAUSED" in text_of(app.header(app.board())[1], 200)
+            frames, events = app.frames, capture.collector.events_seen
+            await until(pilot, lambda: capture.collector.events_seen > events + 100)
+            assert app.frames == frames, "collection went on, the display held"
+            await pilot.press("p")
+            await pilot.pause(0.6)
+            assert not app.paused and app.frames > frames
+            # Sort cycles; help opens and closes.
+            sort = info.sort
+            await pilot.press("s")
+            assert info.sort != sort
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, Help)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, Help)
+            await pilot.press("q")
+            await pilot.pause(0.2)
+        assert app.return_code in (0, None)
+
+    try:
+        asyncio.run(drive())
+        view.drain()
+    finally:
+        capture.finish()
+    assert len(capture.collector.model.inodes) >= 4
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
+def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed (make setup installs it)")
+    session = f"gmemtrace-keys-{os.getpid()}-{size[0]}"
+    done = tmp_path / "done"
+    command = shlex.join([*GMEMTRACE, "--", "sh", "-c", VMMS])
+    _tmux(
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        str(size[0]),
+        "-y",
+        str(size[1]),
+        f"cd {shlex.quote(os.getcwd())} && {command}; echo exit=$? > {done}; sleep 30",
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while "ino " not in (screen := _tmux("capture-pane", "-p", "-t", session)):
+            assert time.monotonic() < deadline, screen
+            time.sleep(0.3)
+        assert "q quit" in screen and "filter" in screen, "the keys are on screen"
+        assert len(screen.splitlines()) == size[1], "the whole screen"
+        _tmux("send-keys", "-t", session, "q")
+        while not done.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        final = _tmux("capture-pane", "-p", "-S", "-200", "-t", session)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    assert done.read_text().strip() == "exit=0"
+    assert "gmemtrace report:" in final and "lost events: 0" in final
+    assert "ended sh" in final, "the command was ended, and gmemtrace said so"
