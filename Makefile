@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 GMEMTRACE := $(VENV)/bin/gmemtrace
 
-.PHONY: setup demo test lint typecheck bench notebook lab clean
+.PHONY: setup demo test lint typecheck bench notebook lab screenshot clean
 
 setup:
 	@scripts/setup.sh
@@ -32,6 +32,11 @@ bench: setup
 	@command -v bpftrace >/dev/null && command -v perf >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q bpftrace linux-perf >/dev/null
 	$(PY) -m benchmarks
+
+# The README's picture of the live view (160x50, during the demo's workload): an SVG
+# exported by Textual, regenerated here rather than drawn by hand.
+screenshot: setup
+	$(PY) scripts/screenshot.py docs/live-view.svg
 
 # The lab's suite on each lab kernel, booted under QEMU (lab/run fetches and builds
 # what it needs on first use, into ~/.cache/gmemtrace/lab).

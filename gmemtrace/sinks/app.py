@@ -34,7 +34,7 @@ from gmemtrace.kernel.procfs import comm_of
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
 from gmemtrace.sinks.dashboard import SORT_KEYS, Dashboard
-from gmemtrace.sinks.strip import ShareabilityStrip, no_colour, page_glyph
+from gmemtrace.sinks.strip import STATE_COLOUR, ShareabilityStrip, no_colour, page_glyph
 
 if TYPE_CHECKING:
     from gmemtrace.sinks.view import LiveView
@@ -49,6 +49,7 @@ HISTORY_COUNTERS = (
 )
 PAGES_PER_ROW = 64
 MAX_STRIP_ROWS = 16  # a map's lines at most, however large the guest_memfd
+MAX_CHART_ROWS = 3  # a history chart's lines at most
 
 HELP = """\
 [b]gmemtrace live view[/b]
@@ -70,15 +71,20 @@ colour): faulted in the last 2 s.
 """
 
 
-def sparkline(values: list[float], width: int) -> str:
-    """The last `width` values as block characters, scaled to their own maximum."""
+def sparkline(values: list[float], width: int, rows: int = 1) -> list[str]:
+    """The last `width` values as block characters on `rows` lines (top first), scaled to
+    their own maximum; a value above zero shows at least one eighth of a line."""
     shown = values[-width:]
     top = max(shown, default=0)
-    if top <= 0:
-        return " " * (width - len(shown)) + SPARK[0] * len(shown)
-    scale = len(SPARK) - 1
-    line = "".join(SPARK[max(1, round(v / top * scale)) if v > 0 else 0] for v in shown)
-    return " " * (width - len(shown)) + line
+    steps = (len(SPARK) - 1) * rows
+    levels = [max(1, round(v / top * steps)) if v > 0 and top > 0 else 0 for v in shown]
+    pad = " " * (width - len(shown))
+    lines = []
+    for row in range(rows):
+        floor = (rows - 1 - row) * (len(SPARK) - 1)
+        cells = [SPARK[min(len(SPARK) - 1, max(0, level - floor))] for level in levels]
+        lines.append(pad + "".join(cells))
+    return lines
 
 
 @dataclass
@@ -120,12 +126,14 @@ class Maps(Widget):
         self.live = app
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        """What it would use: every guest_memfd at up to MAX_STRIP_ROWS lines (its CSS
-        max-height leaves the rest of the screen to the tables and the log)."""
+        """What it would use: every guest_memfd at up to MAX_STRIP_ROWS lines of map and
+        MAX_CHART_ROWS of history (its CSS max-height leaves the rest of the screen to the
+        tables and the log)."""
         states = self.live.shown()
         width = max(width - 2, 8)
         return 1 + sum(
-            2 + ShareabilityStrip.rows_for(s.size_pages, width, MAX_STRIP_ROWS) for s in states
+            2 + MAX_CHART_ROWS + ShareabilityStrip.rows_for(s.size_pages, width, MAX_STRIP_ROWS)
+            for s in states
         )
 
     def render(self) -> RenderableType:
@@ -136,23 +144,33 @@ class Maps(Widget):
                 return Text(f"no guest_memfd matches the filter {self.live.filter!r}", "yellow")
             return Text(f"waiting for guest_memfd activity from {waiting} ...", "bold yellow")
         width, height = max(self.size.width - 2, 8), max(self.size.height, 2)
-        lines_each = 3 if height >= 3 * min(len(states), 2) + 1 else 2
+        # label, map, history, ranges: what fits for every one shown (two at least)
+        lines_each = next(
+            (n for n in (4, 3) if height >= n * min(len(states), 2 if n == 3 else len(states)) + 1),
+            2,
+        )
         fit = max(1, min(len(states), (height - 1) // lines_each))
         selected = self.live.selected_index(states)
         first = min(max(0, selected - fit + 1), max(0, len(states) - fit))
         shown = states[first : first + fit]
-        rows = self.strip_rows(shown, states[selected], width, height - 1 - fit * lines_each)
+        spare = height - 1 - fit * lines_each
+        rows = self.strip_rows(shown, states[selected], width, spare)
+        spare -= sum(rows.values()) - len(rows)
+        # What the maps cannot use makes the history charts taller.
+        chart = 1 + min(MAX_CHART_ROWS - 1, spare // len(shown)) if lines_each >= 3 else 1
         parts: list[RenderableType] = []
         for i, state in enumerate(shown, start=first):
-            label, strip = board.strip_lines(state, width, rows[state.ino])
+            label, strip = board.strip_lines(state, width, rows[state.ino], stretch=True)
             marker = Text("▶ " if i == selected else "  ", style="bold")
             assert isinstance(label, Text)
             label = Text.assemble(marker, label)
             if i == selected:
                 label.stylize("reverse", 0, len(label))
             parts.extend([label, Padding(strip, (0, 0, 0, 2))])
-            if lines_each == 3:
-                parts.append(self.history_line(state.ino, width))
+            if lines_each >= 3:
+                parts.extend(self.history_lines(state.ino, width, chart))
+            if lines_each == 4:
+                parts.append(ranges_line(state))
         footer = Text(no_wrap=True, overflow="ellipsis")
         hidden = len(states) - fit
         if hidden > 0:
@@ -176,17 +194,36 @@ class Maps(Widget):
             spare -= extra
         return rows
 
-    def history_line(self, ino: int, width: int) -> Text:
+    def history_lines(self, ino: int, width: int, rows: int) -> list[Text]:
+        """Host, refused and guest faults a second over the last minute, side by side."""
         series = self.live.history.inodes.get(ino, {})
         span = max(8, min(HISTORY_S, (width - 3 * 16) // 3))
-        text = Text("  ", no_wrap=True, overflow="ellipsis")
-        for short, name in HISTORY_COUNTERS:
-            values = list(series.get(name, []))
-            style = "red" if short == "ref" and any(values) else "cyan"
-            text.append(f"{short}/s ", style="dim")
-            text.append(sparkline(values, span), style=style)
-            text.append(f" {values[-1] if values else 0:>6.0f}  ")
-        return text
+        charts = {name: list(series.get(name, [])) for _, name in HISTORY_COUNTERS}
+        drawn = {name: sparkline(values, span, rows) for name, values in charts.items()}
+        lines = []
+        for row in range(rows):
+            last = row == rows - 1
+            text = Text("  ", no_wrap=True, overflow="ellipsis")
+            for short, name in HISTORY_COUNTERS:
+                values = charts[name]
+                style = "red" if short == "ref" and any(values) else "cyan"
+                text.append(f"{short}/s " if last else " " * (len(short) + 3), style="dim")
+                text.append(drawn[name][row], style=style)
+                now = f" {values[-1] if values else 0:>6.0f}  "
+                text.append(now if last else " " * len(now))
+            lines.append(text)
+        return lines
+
+
+def ranges_line(state: InodeState) -> Text:
+    """The guest_memfd's page ranges and their states, as far as the line goes."""
+    text = Text("  ", no_wrap=True, overflow="ellipsis")
+    for first, end, (share, source) in state.shareability.runs():
+        where = f"{first}" if end - first == 1 else f"{first}-{end - 1}"
+        text.append(f"{where} ", style="bold")
+        text.append(f"{share.value}", style=STATE_COLOUR[share])
+        text.append(f" ({source})  ", style="dim")
+    return text
 
 
 class PageMap(Screen[None]):
@@ -262,6 +299,7 @@ class LiveApp(App[None]):
     """The live view's screen; LiveView's tick feeds it."""
 
     ENABLE_COMMAND_PALETTE = False
+    TITLE = "gmemtrace"
 
     CSS = """
     Screen { overflow: hidden; }
@@ -298,6 +336,7 @@ class LiveApp(App[None]):
         self.filter = ""
         self.selected_ino: int | None = None
         self.frames = 0  # frames drawn (a paused view draws none)
+        self.output_seen = bytearray()  # the command's, printed again once the app is gone
 
     # --- what is shown -------------------------------------------------------------
     def board(self) -> Dashboard:
@@ -340,6 +379,7 @@ class LiveApp(App[None]):
             self.exit()
             return
         output = self.view.command_output()
+        self.output_seen += output
         if output:
             log = self.query_one("#output", RichLog)
             log.display = True
@@ -377,7 +417,9 @@ class LiveApp(App[None]):
 
     def header(self, board: Dashboard) -> list[Text]:
         first, second = board.header(self.size.width)
-        spark = sparkline(list(self.history.events), min(HISTORY_S, max(10, self.size.width // 5)))
+        (spark,) = sparkline(
+            list(self.history.events), min(HISTORY_S, max(10, self.size.width // 5))
+        )
         first.append("  last minute ", style="dim")
         first.append(spark, style="cyan")
         second.append(f"  sort {self.view.info.sort}", style="bold")

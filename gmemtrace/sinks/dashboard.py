@@ -1,7 +1,8 @@
-"""The live dashboard: header, shareability strips, fault rates, recent events, latencies.
+"""The live view's sections as rich renderables: header, shareability strips, fault rates,
+recent events, latencies. The app (sinks/app.py) lays them out on the screen.
 
-A pure renderable over the model and its rates: it reads no clock and calls
-no kernel, so a test renders it from a recorded trace at any size.
+Pure functions of the model and its rates: they read no clock and call no kernel, so a
+test renders them from a recorded trace at any size.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich import box
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -20,7 +21,7 @@ from gmemtrace.events import COUNTER_TABLE
 from gmemtrace.kernel.uapi import decode_gmem_flags
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
-from gmemtrace.sinks.strip import ShareabilityStrip, legend, pages_per_cell
+from gmemtrace.sinks.strip import ShareabilityStrip, pages_per_cell
 
 SORT_KEYS = {c.short: c.name for c in COUNTER_TABLE if c.rated}
 HOT_WINDOW_NS = 2_000_000_000
@@ -105,7 +106,9 @@ class Dashboard:
         second.append(f"  probes: {tier_summary(self.info.probes)}", style="dim")
         return [text, second]
 
-    def strip_lines(self, state: InodeState, width: int, rows: int = 1) -> list[RenderableType]:
+    def strip_lines(
+        self, state: InodeState, width: int, rows: int = 1, stretch: bool = False
+    ) -> list[RenderableType]:
         flags = "|".join(decode_gmem_flags(state.flags)) if state.flags is not None else "flags ?"
         slots = self.model.slots_of(state.ino)
         per_cell = pages_per_cell(state.size_pages, width * rows)
@@ -124,7 +127,7 @@ class Dashboard:
             r.page for r in self.model.refused if r.ino == state.ino and r.reason == "private"
         }
         hot_since = self.info.now_ns - HOT_WINDOW_NS
-        return [label, ShareabilityStrip(state, refused, hot_since, rows)]
+        return [label, ShareabilityStrip(state, refused, hot_since, rows, stretch)]
 
     def inode_table(self, inodes: list[InodeState], rows: int) -> Table:
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), expand=False, show_edge=False)
@@ -221,56 +224,6 @@ class Dashboard:
                 low, high = 1 << slot, (1 << (slot + 1)) - 1
                 lines.append(Text(f"  {_ns(low):>8} .. {_ns(high):<8} {hist[slot]:>6} {bar}"))
         return lines[:rows]
-
-    # --- layout -----------------------------------------------------------------
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        height = options.height or options.size.height or 24
-        parts: list[RenderableType] = [*self.header(width)]
-        used = 3
-        if not self.model.inodes:
-            waiting = self.info.waiting_for or self.info.targets
-            parts.append(
-                Text(f"\nwaiting for guest_memfd activity from {waiting} ...", style="bold yellow")
-            )
-            yield Group(*parts)
-            return
-        ranked = self.ranked_inodes()
-        # Budget: strips first (2 lines each), then the rate tables, then the logs.
-        strips = max(1, min(len(ranked), (height - used - 10) // 2, 8))
-        for state in ranked[:strips]:
-            parts.extend(self.strip_lines(state, width))
-        used += 2 * strips
-        rest = ranked[strips:]
-        if rest:
-            faults = sum(s.counts["host_faults"] for s in rest)
-            pages = sum(s.size_pages for s in rest)
-            parts.append(
-                Text(
-                    f"  + {len(rest)} more inodes: {pages} pages, {faults} host faults", style="dim"
-                )
-            )
-            used += 1
-        parts.append(legend())
-        used += 1
-        table_rows = max(1, min(len(ranked), (height - used - 6) // 2))
-        parts.append(self.inode_table(ranked, table_rows))
-        used += table_rows + 2
-        room = height - used - 1
-        if room >= 4 and self.model.per_thread:
-            rows = min(len(self.model.per_thread), room - 3, 6)
-            parts.append(self.thread_table(rows))
-            used += rows + 2
-            room = height - used - 1
-        recent = self.recent(min(room, 6)) if room > 0 else []
-        if recent:
-            parts.append(Text("recent conversions and refused faults", style="bold"))
-            parts.extend(recent)
-            used += len(recent) + 1
-            room = height - used - 1
-        if room > 2:
-            parts.extend(self.histograms(room, width))
-        yield Group(*parts)
 
 
 def _ns(ns: int) -> str:

@@ -84,6 +84,7 @@ class ShareabilityStrip:
     refused_pages: set[int]
     hot_since_ns: int  # faults at or after this time are "hot"
     rows: int = 1  # lines to draw it on: more rows, finer cells
+    stretch: bool = False  # a guest_memfd smaller than the line: each page that many cells wide
 
     @staticmethod
     def rows_for(size_pages: int, width: int, most: int) -> int:
@@ -126,6 +127,7 @@ class ShareabilityStrip:
         for page in self.refused_pages:
             if page < size:
                 refused[page // per_cell] = True
+        repeat = max(1, min(8, width // size)) if self.stretch and per_cell == 1 else 1
         plain = no_colour() or console.no_color
         hot_style = Style(underline=True) if plain else Style(bgcolor=HOT_BACKGROUND, bold=True)
         for i in range(cells):
@@ -134,7 +136,7 @@ class ShareabilityStrip:
             )
             if hot[i]:
                 style += hot_style
-            yield Segment(glyph, style)
+            yield Segment(glyph * repeat, style)
             if (i + 1) % width == 0 and i + 1 < cells:
                 yield Segment.line()
         yield Segment.line()

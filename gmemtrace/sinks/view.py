@@ -75,8 +75,12 @@ class LiveView:
         return True
 
     def _run_live(self) -> None:
-        """The Textual app (sinks/app.py) on the terminal, pumping from its timer."""
-        self.make_app().run()
+        """The Textual app (sinks/app.py) on the terminal, pumping from its timer. The
+        command's output it showed is written out after it, to stay in the terminal."""
+        app = self.make_app()
+        app.run()
+        sys.stdout.buffer.write(bytes(app.output_seen))
+        sys.stdout.flush()
         self.drain()
 
     def make_app(self) -> LiveApp:

@@ -1,18 +1,28 @@
-"""The dashboard rendered from a recorded trace at fixed sizes: content and styles, no snapshots."""
+"""The live view (the Textual app) over a recorded trace, at fixed sizes, driven by Textual's
+pilot: what the screen says and how it is styled, no snapshots. The kernel-driven keys are
+in tests/kernel/test_live_app_kernel.py."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from rich.segment import Segment
+from textual.geometry import Region
 
 import gmemtrace
-from gmemtrace.model.rates import RateTracker
+from gmemtrace.collector import Collector
 from gmemtrace.model.state import Model
-from gmemtrace.sinks.dashboard import Dashboard, ViewInfo
-from gmemtrace.sinks.strip import FULL, REFUSED, ShareabilityStrip
+from gmemtrace.replay import ReplaySource
+from gmemtrace.sinks.app import LiveApp, Maps, sparkline
+from gmemtrace.sinks.console import make_console
+from gmemtrace.sinks.dashboard import ViewInfo
+from gmemtrace.sinks.strip import FULL, PLAIN_GLYPHS, REFUSED, ShareabilityStrip
+from gmemtrace.sinks.view import LiveView
+from gmemtrace.tracefile import read_trace_file
 
 TRACE = Path(__file__).resolve().parents[1] / "data" / "mixed.trace"
 
@@ -22,60 +32,129 @@ def trace() -> gmemtrace.Trace:
     return gmemtrace.read_trace(TRACE)
 
 
-def dashboard(trace: gmemtrace.Trace, **info: object) -> Dashboard:
-    tracker = RateTracker()
-    tracker.sample(Model(), 0.0)
-    rates = tracker.sample(trace.model, 2.0)  # everything in the trace, over 2 s
-    view = ViewInfo(
-        trace.data.header.kernel,
-        trace.data.header.probes,
-        "pid 42 (qemu)",
-        2.0,
-        trace.model.last_ns or 0,
-    )
-    for key, value in info.items():
-        setattr(view, key, value)
-    return Dashboard(trace.model, rates, view)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def render(renderable: object, width: int, height: int) -> tuple[str, list[Segment]]:
-    console = Console(
-        width=width, height=height, force_terminal=True, color_system="truecolor", record=True
-    )
-    segments = list(console.render(renderable, console.options.update(height=height)))
-    console.print(renderable)
-    return console.export_text(), segments
-
-
-@pytest.mark.parametrize(("width", "height"), [(80, 24), (250, 50)])
-def test_dashboard_fits_and_shows_every_inode(
-    trace: gmemtrace.Trace, width: int, height: int
+def run_app(
+    size: tuple[int, int],
+    check: Callable[[LiveApp, object], Awaitable[None]],
+    lost: int = 0,
+    **info: object,
 ) -> None:
-    text, _ = render(dashboard(trace), width, height)
-    lines = text.splitlines()
-    assert len(lines) <= height
-    assert all(len(line) <= width for line in lines)
-    for ino in trace.model.inodes:
-        assert f"ino {ino}" in text
-    assert "6.18" in text and "lost 0" in text
-    assert "shared" in text and "private" in text and "refused" in text  # legend
-    assert "pages/cell" in text or width < 100
+    """The app over the whole recorded trace, its rates over 2 s: `check(app, pilot)`."""
+    data = read_trace_file(TRACE)
+    clock = Clock()
+    collector = Collector(ReplaySource(data, speed=1e12))
+    view_info = ViewInfo(data.header.kernel, data.header.probes, "pid 42 (qemu)", 0.0, 0)
+    for key, value in info.items():
+        setattr(view_info, key, value)
+    view = LiveView(
+        collector, "live", 2.0, view_info, make_console(), lambda: False, clock=clock,
+        clock_ns=lambda: collector.model.last_ns or 0,
+    )  # fmt: skip
+    view.begin()
+    clock.now = 2.0  # the first interval: everything in the trace, over 2 s
+    app = view.make_app()
+
+    async def drive() -> None:
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.3)
+            collector.model.lost_events = lost
+            app.redraw()
+            await pilot.pause(0.1)
+            await check(app, pilot)
+
+    asyncio.run(drive())
+
+
+def screen_text(app: LiveApp) -> str:
+    """The screen as text: every leaf widget's lines where the layout put them."""
+    width, height = app.size
+    grid = [[" "] * width for _ in range(height)]
+    for widget in app.screen.walk_children():
+        region = widget.region
+        if widget.children or not region.area or not widget.display:
+            continue
+        for y, strip in enumerate(widget.render_lines(Region(0, 0, region.width, region.height))):
+            for x, char in enumerate(strip.text[: region.width]):
+                if 0 <= region.y + y < height and 0 <= region.x + x < width:
+                    grid[region.y + y][region.x + x] = char
+    return "\n".join("".join(row).rstrip() for row in grid)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50), (250, 60)])
+def test_the_view_fills_the_screen_and_shows_every_inode(
+    trace: gmemtrace.Trace, size: tuple[int, int]
+) -> None:
+    async def check(app: LiveApp, pilot: object) -> None:
+        text = screen_text(app)
+        lines = text.splitlines()
+        assert len(lines) == size[1]
+        for ino in trace.model.inodes:
+            assert f"ino {ino}" in text
+        assert "6.18" in text and "lost 0" in text
+        assert "shared" in text and "private" in text and "refused" in text  # legend
+        assert "q quit" in lines[-1], "the keys, at the bottom"
+        maps = app.query_one(Maps)
+        assert maps.size.width == size[0] and maps.size.height >= 6
+        if size[1] >= 50:  # room: history charts and page ranges too
+            assert "host/s" in text and "(creation flags)" in text
+
+    run_app(size, check)
 
 
 def test_rates_are_per_second_over_the_interval(trace: gmemtrace.Trace) -> None:
-    text, _ = render(dashboard(trace), 250, 50)
-    shared = max(trace.model.inodes.values(), key=lambda s: s.counts["host_faults"])
-    row = next(line for line in text.splitlines() if line.strip().startswith(str(shared.ino)))
-    cells = row.split()
-    assert cells[1] == str(shared.counts["host_faults"] // 2)  # host/s over 2 s
-    assert cells[-2] == str(shared.counts["host_faults"])  # the total
+    async def check(app: LiveApp, pilot: object) -> None:
+        text = screen_text(app)
+        shared = max(trace.model.inodes.values(), key=lambda s: s.counts["host_faults"])
+        row = next(line for line in text.splitlines() if line.strip().startswith(str(shared.ino)))
+        cells = row.split()
+        assert cells[1] == str(shared.counts["host_faults"] // 2)  # host/s over 2 s
+        assert cells[7] == str(shared.counts["host_faults"])  # the total
+
+    run_app((250, 50), check)
+
+
+def test_lost_events_are_highlighted() -> None:
+    async def check(app: LiveApp, pilot: object) -> None:
+        header = app.query_one("#header")
+        strips = header.render_lines(Region(0, 0, header.size.width, header.size.height))
+        lost = next(seg for strip in strips for seg in strip if "lost 12" in seg.text)
+        assert lost.style is not None and lost.style.bgcolor is not None
+
+    run_app((120, 40), check, lost=12)
+
+
+def test_the_waiting_state_instead_of_an_empty_screen() -> None:
+    data = read_trace_file(TRACE)
+    view_info = ViewInfo("6.18", {}, "comm qemu", 1.0, 0, waiting_for="comm qemu")
+    collector = Collector(ReplaySource(data, speed=0.0))  # nothing arrives
+    view = LiveView(collector, "live", 1.0, view_info, make_console(), lambda: False)
+    view.begin()
+    app = view.make_app()
+
+    async def drive() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            assert "waiting for guest_memfd activity from comm qemu" in screen_text(app)
+
+    asyncio.run(drive())
+
+
+def render(renderable: object, width: int, height: int) -> list[Segment]:
+    console = Console(width=width, height=height, force_terminal=True, color_system="truecolor")
+    return list(console.render(renderable, console.options.update(height=height)))
 
 
 def test_strip_colours_by_shareability_and_marks_refusals(trace: gmemtrace.Trace) -> None:
     private = next(s for s in trace.model.inodes.values() if s.init.value == "private")
     refused = {r.page for r in trace.model.refused if r.ino == private.ino}
-    _, segments = render(ShareabilityStrip(private, refused, 0), 40, 3)
-    glyphs = [s for s in segments if s.text.strip()]
+    glyphs = [s for s in render(ShareabilityStrip(private, refused, 0), 40, 3) if s.text.strip()]
     assert len(glyphs) == private.size_pages  # 16 pages fit: one page per cell
     crosses = [i for i, s in enumerate(glyphs) if s.text == REFUSED]
     assert crosses == sorted(refused)
@@ -86,29 +165,42 @@ def test_strip_colours_by_shareability_and_marks_refusals(trace: gmemtrace.Trace
     )
 
 
+def test_without_colour_the_glyphs_carry_the_state(
+    trace: gmemtrace.Trace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    for state in trace.model.inodes.values():
+        refused = {r.page for r in trace.model.refused if r.ino == state.ino}
+        glyphs = "".join(s.text for s in render(ShareabilityStrip(state, refused, 0), 80, 3))
+        letters = set(PLAIN_GLYPHS[state.init])
+        assert set(glyphs.strip()) <= letters | {REFUSED}, state.ino
+        assert glyphs.strip(), state.ino
+
+
+def test_a_big_guest_memfd_gets_more_lines_and_a_small_one_wider_cells() -> None:
+    model = Model()
+    big = model.inode(7, 0)
+    big.grow(64 * 4)
+    segments = render(ShareabilityStrip(big, set(), 0, rows=4), 64, 8)
+    assert "".join(s.text for s in segments).count("\n") == 4  # one page a cell, 4 lines
+    small = model.inode(8, 0)
+    small.grow(8)
+    cells = "".join(s.text for s in render(ShareabilityStrip(small, set(), 0, stretch=True), 64, 3))
+    assert len(cells.strip()) == 64  # 8 pages, 8 cells each
+
+
 def test_strip_scales_many_pages_into_the_width() -> None:
     model = Model()
     state = model.inode(7, 0)
     state.grow(1 << 20)
     state.resident.assign(0, 1 << 19, True)
-    _, segments = render(ShareabilityStrip(state, set(), 0), 64, 3)
-    glyphs = [s.text for s in segments if s.text.strip()]
+    glyphs = [s.text for s in render(ShareabilityStrip(state, set(), 0), 64, 3) if s.text.strip()]
     assert len(glyphs) == 64
     assert glyphs[:32] == [FULL] * 32 and FULL not in glyphs[32:]
 
 
-def test_waiting_state_instead_of_an_empty_screen() -> None:
-    view = ViewInfo("6.18", {}, "comm qemu", 1.0, 0, waiting_for="comm qemu")
-    text, _ = render(Dashboard(Model(), RateTracker().latest, view), 80, 24)
-    assert "waiting for guest_memfd activity from comm qemu" in text
-
-
-def test_lost_events_are_highlighted(trace: gmemtrace.Trace) -> None:
-    board = dashboard(trace)
-    board.model.lost_events = 12
-    try:
-        _, segments = render(board, 120, 40)
-    finally:
-        board.model.lost_events = 0
-    lost = next(s for s in segments if "lost 12" in s.text)
-    assert lost.style is not None and lost.style.bgcolor is not None
+def test_sparklines_scale_to_their_maximum() -> None:
+    (line,) = sparkline([0, 1, 2, 4, 8], 8)
+    assert line == "   " + " ▁▂▄█"  # right-aligned: the newest value last
+    top, bottom = sparkline([8, 4], 2, rows=2)
+    assert top == "█ " and bottom == "██"

@@ -1,0 +1,47 @@
+"""`make screenshot`: the live view at 160x50 during the demo's workload, as an SVG (Textual's
+own export), for the README. Needs what `make demo` needs: real KVM and BPF."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from gmemtrace.capture import Capture
+from gmemtrace.demo import DEMO_WORKLOAD
+from gmemtrace.sinks.console import make_console
+from gmemtrace.sinks.dashboard import ViewInfo
+from gmemtrace.sinks.view import LiveView
+
+SIZE = (160, 50)
+SETTLE_S = 6.0  # into the workload: its conversions, refusals and a few rate samples done
+
+
+def main(out: Path) -> int:
+    command = [sys.executable, "-m", "gmemtrace", *DEMO_WORKLOAD]
+    capture = Capture(command=command, stream_hot=False, capture_output=True, handle_signals=False)
+    target = f"{' '.join(['gmemtrace', *DEMO_WORKLOAD])[:40]} (pid {capture.child.pid})"  # type: ignore[union-attr]
+    info = ViewInfo(capture.header.kernel, capture.header.probes, target, 0.0, 0)
+    view = LiveView(capture.collector, "live", 1.0, info, make_console(), capture.should_stop)
+    view.begin()
+    app = view.make_app()
+
+    async def shoot() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            capture.start()
+            started = time.monotonic()
+            while time.monotonic() - started < SETTLE_S:
+                await pilot.pause(0.25)
+            app.save_screenshot(out.name, str(out.parent))
+
+    try:
+        asyncio.run(shoot())
+    finally:
+        capture.finish()
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/live-view.svg")))
