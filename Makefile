@@ -13,8 +13,8 @@ demo: setup
 	$(GMEMTRACE) demo
 
 lint: setup
-	$(VENV)/bin/ruff check gmemtrace tests benchmarks
-	$(VENV)/bin/ruff format --check gmemtrace tests benchmarks
+	$(VENV)/bin/ruff check gmemtrace tests benchmarks lab/tests scripts
+	$(VENV)/bin/ruff format --check gmemtrace tests benchmarks lab/tests scripts
 
 typecheck: setup
 	$(VENV)/bin/mypy gmemtrace

@@ -50,6 +50,7 @@ HISTORY_COUNTERS = (
 PAGES_PER_ROW = 64
 MAX_STRIP_ROWS = 16  # a map's lines at most, however large the guest_memfd
 MAX_CHART_ROWS = 3  # a history chart's lines at most
+WIDE = 150  # columns from which the threads' table fits beside the inodes'
 
 HELP = """\
 [b]gmemtrace live view[/b]
@@ -163,7 +164,7 @@ class Maps(Widget):
             label, strip = board.strip_lines(state, width, rows[state.ino], stretch=True)
             marker = Text("▶ " if i == selected else "  ", style="bold")
             assert isinstance(label, Text)
-            label = Text.assemble(marker, label)
+            label = Text.assemble(marker, label, no_wrap=True, overflow="ellipsis")
             if i == selected:
                 label.stylize("reverse", 0, len(label))
             parts.extend([label, Padding(strip, (0, 0, 0, 2))])
@@ -306,7 +307,8 @@ class LiveApp(App[None]):
     #header { height: 2; }
     #maps { height: auto; max-height: 65%; min-height: 4; overflow: hidden; }
     #tables { height: auto; max-height: 35%; }
-    #inode-table, #thread-table { width: 1fr; height: auto; }
+    #inode-table { width: auto; height: auto; margin-right: 2; }
+    #thread-table { width: 1fr; height: auto; }
     #logs { height: 1fr; min-height: 2; }
     #recent { width: 2fr; }
     #latency { width: 1fr; }
@@ -400,12 +402,11 @@ class LiveApp(App[None]):
         rows = max(1, min(len(states), height // 4))
         self.query_one("#inode-table", Static).update(board.inode_table(states, rows))
         model = self.view.collector.model
-        threads = (
-            board.thread_table(min(rows, 8), lambda pid: matches(model, pid, self.filter))
-            if model.per_thread
-            else ""
-        )
-        self.query_one("#thread-table", Static).update(threads)
+        threads = self.query_one("#thread-table", Static)
+        threads.display = self.size.width >= WIDE  # beside the inodes' table, or not at all
+        if threads.display:
+            keep = lambda pid: matches(model, pid, self.filter)  # noqa: E731
+            threads.update(board.thread_table(min(rows, 8), keep) if model.per_thread else "")
         log_rows = max(2, self.query_one("#logs").size.height - 1)
         recent = board.recent(log_rows)
         self.query_one("#recent", Static).update(

@@ -136,7 +136,15 @@ class ShareabilityStrip:
             )
             if hot[i]:
                 style += hot_style
-            yield Segment(glyph * repeat, style)
+            if refused[i] and repeat > 1:  # one refused page drawn wide: the cross once
+                state = states[int(dominant[i])]
+                filler, filler_style = cell_glyph(state, int(resident[i]), 1, False, plain)
+                if hot[i]:
+                    filler_style += hot_style
+                yield Segment(glyph, style)
+                yield Segment(filler * (repeat - 1), filler_style)
+            else:
+                yield Segment(glyph * repeat, style)
             if (i + 1) % width == 0 and i + 1 < cells:
                 yield Segment.line()
         yield Segment.line()

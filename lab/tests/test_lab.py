@@ -177,3 +177,64 @@ if SW_PROTECTED:
         report = json.loads(result.stdout[result.stdout.rindex('{\n  "trace"') :])
         guest_faults = sum(i["guest_faults"] for i in report["inodes"])
         assert guest_faults == calls > 0
+
+
+def test_the_exporter_serves_what_the_function_tier_sees(tmp_path: Path) -> None:
+    """`gmemtrace exporter` on this kernel: its kprobes (loaded by the loader child and
+    handed over) count what the workload did; the scrape equals the ground truth."""
+    import re
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    before = bpf_program_ids()
+    exporter = subprocess.Popen(
+        [*GMEMTRACE, "exporter", "--listen", "127.0.0.1:0", "--keep-released", "600"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert exporter.stderr is not None
+        ready = exporter.stderr.readline()
+        url = re.search(r"(http://\S+/metrics)", ready)
+        assert url, ready
+        scenario = "coco" if SW_PROTECTED else "fallocate"
+        truth_file = tmp_path / "truth.json"
+        done = gmemtrace("workload", scenario, "-q", "-o", str(truth_file))
+        assert done.returncode == 0, done.stderr
+        truth = json.loads(truth_file.read_text())
+        time.sleep(1)
+        with urllib.request.urlopen(url[1], timeout=10) as response:
+            scrape = response.read().decode()
+    finally:
+        exporter.send_signal(signal.SIGTERM)
+        assert exporter.wait(timeout=60) == 0
+    assert not programs_left(before), "the exporter's probes went with it"
+    samples = [s for f in text_string_to_metric_families(scrape) for s in f.samples]
+
+    def value(name: str, ino: int, **labels: str) -> float:
+        return sum(
+            s.value
+            for s in samples
+            if s.name == name and s.labels.get("ino") == str(ino)
+            and labels.items() <= s.labels.items()
+        )  # fmt: skip
+
+    probes = {
+        s.labels["event"]: s.labels["tier"] for s in samples if s.name == "gmemtrace_probe_info"
+    }
+    assert {e for e, t in probes.items() if t == "kprobe"} == FUNCTION_EVENTS
+    for inode in truth["inodes"]:
+        ino, counts = inode["ino"], inode["counts"]
+        assert value("gmemtrace_guest_faults_total", ino) == counts["guest_faults"]
+        assert value("gmemtrace_host_faults_total", ino) == counts["host_faults"]
+        assert value("gmemtrace_pages_allocated_total", ino) == counts["pages_allocated"]
+        assert value("gmemtrace_pages_freed_total", ino) == counts["pages_freed"]
+        assert value("gmemtrace_hole_punches_total", ino) == counts["hole_punches"]
+        assert value("gmemtrace_conversions_total", ino) == counts["conversion_attempts"]
+        ok = value("gmemtrace_conversions_total", ino, direction="to_private", result="ok")
+        assert ok == counts["conversions_to_private"]
+        assert value("gmemtrace_released", ino) == 1, "released: the function tier saw it"
+    if SW_PROTECTED:
+        exits = sum(s.value for s in samples if s.name == "gmemtrace_memory_fault_exits_total")
+        assert exits == len(truth["facts"]["memory_fault_exits"])
