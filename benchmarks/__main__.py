@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -33,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import decoder, profile, scale
+from benchmarks.soak import rss_mb
 from gmemtrace.kernel.procfs import gmem_mappings
 
 PY = sys.executable
@@ -45,7 +47,8 @@ class Run:
     events: int | None
     lost: int | None
     cpu_s: float | None
-    rss_mb: float | None
+    rss_mb: float | None  # peak, of the tracer and the children it waited for (a loader's)
+    steady_rss_mb: float | None = None  # the tracer's own, at the end of the storm
 
 
 @dataclass
@@ -174,6 +177,19 @@ def configurations() -> list[Config]:
             count=_gmemtrace_live_counts,
         ),
         Config(
+            "gmemtrace live (Textual)",
+            lambda pid, d: [
+                "script",
+                "-qfec",
+                # A 160x50 terminal: the app draws what it would on a screen.
+                f"stty cols 160 rows 50; TERM=xterm-256color "
+                f"{shlex.join([*GMEMTRACE, '--pid', str(pid), '-i', '1'])}",
+                "/dev/null",
+            ],
+            bpf_programs=0,
+            ready_text=READY,
+        ),
+        Config(
             "gmemtrace exporter",
             lambda pid, d: [*GMEMTRACE, "exporter", "--pid", str(pid), "--listen", "127.0.0.1:0"],
             stops_itself=False,
@@ -285,10 +301,11 @@ def measure(config: Config, pages: int, rounds: int) -> Run:
             time.sleep(1.0 if not (config.bpf_programs or config.ready_text) else 0.1)
         os.kill(workload.pid, signal.SIGUSR1)
         workload.wait(timeout=300)
-        cpu = rss = None
+        cpu = rss = steady = None
         events = lost = None
         if tracer is not None:
             config.before_stop(out_path.read_text(), scratch)
+            steady = None if config.command(1, Path("/"))[0] == "script" else rss_mb(tracer.pid)
             if not config.stops_itself:
                 time.sleep(0.2)
                 # os.kill, not Popen.send_signal: that polls, and may reap the tracer
@@ -301,7 +318,7 @@ def measure(config: Config, pages: int, rounds: int) -> Run:
             rss = usage.ru_maxrss / 1024
             events, lost = config.count(out_path.read_text(), scratch)
         rate = json.loads(truth.read_text())["facts"]["host_faults_per_s"]
-        return Run(float(rate), events, lost, cpu, rss)
+        return Run(float(rate), events, lost, cpu, rss, steady if tracer is not None else None)
 
 
 def _fmt(values: list[float | None], spec: str) -> str:
@@ -320,7 +337,8 @@ def paired_ratios(config: Config, untraced: Config) -> list[float]:
 def table(configs: list[Config], machine: str) -> Table:
     out = Table(
         title=f"fault-storm under each tracer on {machine} (medians; ratio: to the untraced "
-        "run of the same repetition; CPU s, RSS MB: the tracer process)",
+        "run of the same repetition; CPU s, RSS MB: the tracer process, peak with the children "
+        "it waited for (the loader); steady RSS MB: its own at the end of the storm)",
         title_justify="left",
     )
     columns = (
@@ -333,6 +351,7 @@ def table(configs: list[Config], machine: str) -> Table:
         "lost",
         "CPU s",
         "RSS MB",
+        "steady RSS MB",
     )
     for column in columns:
         out.add_column(column, justify="left" if column == "configuration" else "right")
@@ -352,6 +371,7 @@ def table(configs: list[Config], machine: str) -> Table:
             _fmt([r.lost for r in c.runs], ",.0f"),
             _fmt([r.cpu_s for r in c.runs], ".2f"),
             _fmt([r.rss_mb for r in c.runs], ".0f"),
+            _fmt([r.steady_rss_mb for r in c.runs], ".0f"),
         )
     return out
 

@@ -152,9 +152,7 @@ def build_parser() -> Parser:
         "text at http://ADDR:PORT/metrics. SIGTERM, SIGHUP or Ctrl-C end it (exit 0).",
     )
     _add_target_options(exporter)
-    exporter.add_argument(
-        "--comm", metavar="NAME", help="trace processes with this name, also ones that start later"
-    )
+    _add_comm_option(exporter)
     exporter.add_argument(
         "--listen",
         default="127.0.0.1:9464",
@@ -216,9 +214,7 @@ def _add_live_options(parser: argparse.ArgumentParser, with_command: bool = True
     from gmemtrace.sinks.dashboard import SORT_KEYS
 
     _add_target_options(parser)
-    parser.add_argument(
-        "--comm", metavar="NAME", help="trace processes with this name, also ones that start later"
-    )
+    _add_comm_option(parser)
     parser.add_argument(
         "-i",
         "--interval",
@@ -263,6 +259,15 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after this long"
+    )
+
+
+def _add_comm_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--comm",
+        type=_comm,
+        metavar="NAME",
+        help="trace processes with this name, also ones that start later",
     )
 
 
@@ -343,8 +348,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_live(args: argparse.Namespace) -> int:
     from gmemtrace import live
 
-    if args.comm is not None and not _valid_comm(args.comm):
-        raise UsageError(f"--comm {args.comm!r}: a process name is 1 to 15 printable characters")
     mode = "json" if args.json else "plain" if args.no_live or not live.is_terminal() else "live"
     if args.command and args.command[0] != "--":
         raise UsageError(
@@ -366,8 +369,13 @@ def cmd_live(args: argparse.Namespace) -> int:
     )
 
 
-def _valid_comm(comm: str) -> bool:
-    return 0 < len(comm) <= 15 and comm.isprintable() and "/" not in comm
+def _comm(comm: str) -> str:
+    """A process name as the kernel keeps it: 1 to 15 printable characters, no slash."""
+    if not (0 < len(comm) <= 15 and comm.isprintable() and "/" not in comm):
+        raise argparse.ArgumentTypeError(
+            f"{comm!r}: a process name is 1 to 15 printable characters"
+        )
+    return comm
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -422,8 +430,6 @@ def cmd_probes(args: argparse.Namespace) -> int:
 def cmd_exporter(args: argparse.Namespace) -> int:
     from gmemtrace import exporter
 
-    if args.comm is not None and not _valid_comm(args.comm):
-        raise UsageError(f"--comm {args.comm!r}: a process name is 1 to 15 printable characters")
     return exporter.run(
         exporter.Options(
             pids=args.pid,

@@ -13,12 +13,18 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
 
 from gmemtrace.errors import EXIT_OK
 from gmemtrace.sinks.console import make_console
 from gmemtrace.sinks.dashboard import ViewInfo
 from gmemtrace.sinks.summary import summary
 from gmemtrace.sinks.view import LiveView
+
+if TYPE_CHECKING:
+    from gmemtrace.capture import Capture
 
 
 @dataclass
@@ -52,25 +58,13 @@ def run(options: Options) -> int:
     child = capture.child
     console = make_console()
     header = capture.header
-    described = describe_targets(options, child.pid if child else None)
-    info = ViewInfo(
-        header.kernel, header.probes, described, 0.0, 0, options.sort, waiting_for=described
-    )
+    view = view_of(capture, options, console)
+    info = view.info
     clean = False
     try:
-        if headless:
-            print(capture.ready_note("Tracing"), file=sys.stderr, flush=True)
+        # Also before the app takes the screen: scripts (and make bench) wait for it.
+        print(capture.ready_note("Tracing"), file=sys.stderr, flush=True)
         capture.start()
-        view = LiveView(
-            capture.collector,
-            options.mode,
-            options.interval_s,
-            info,
-            console,
-            capture.should_stop,
-            command_output=child.read_output if child else lambda: b"",
-            on_tick=capture.follow_comm,
-        )
         view.run()
         clean = True
     finally:
@@ -85,6 +79,27 @@ def run(options: Options) -> int:
         raise capture.collector.write_error  # the view went on; the recording did not
     status = capture.command_status()
     return EXIT_OK if status is None else status
+
+
+def view_of(capture: Capture, options: Options, console: Console | None = None) -> LiveView:
+    """The view of a capture, as `gmemtrace` shows it (make screenshot and the tests build
+    the app from it too: LiveView.make_app())."""
+    child = capture.child
+    described = describe_targets(options, child.pid if child else None)
+    header = capture.header
+    info = ViewInfo(
+        header.kernel, header.probes, described, 0.0, 0, options.sort, waiting_for=described
+    )
+    return LiveView(
+        capture.collector,
+        options.mode,
+        options.interval_s,
+        info,
+        console or make_console(),
+        capture.should_stop,
+        command_output=child.read_output if child else lambda: b"",
+        on_tick=capture.follow_comm,
+    )
 
 
 def describe_targets(options: Options, child: int | None) -> str:

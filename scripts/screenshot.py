@@ -10,20 +10,17 @@ from pathlib import Path
 
 from gmemtrace.capture import Capture
 from gmemtrace.demo import DEMO_WORKLOAD
-from gmemtrace.sinks.console import make_console
-from gmemtrace.sinks.dashboard import ViewInfo
-from gmemtrace.sinks.view import LiveView
+from gmemtrace.live import Options, view_of
 
 SIZE = (160, 50)
 SETTLE_S = 6.0  # into the workload: its conversions, refusals and a few rate samples done
 
 
 def main(out: Path) -> int:
-    command = [sys.executable, "-m", "gmemtrace", *DEMO_WORKLOAD]
-    capture = Capture(command=command, stream_hot=False, capture_output=True, handle_signals=False)
-    target = f"{' '.join(['gmemtrace', *DEMO_WORKLOAD])[:40]} (pid {capture.child.pid})"  # type: ignore[union-attr]
-    info = ViewInfo(capture.header.kernel, capture.header.probes, target, 0.0, 0)
-    view = LiveView(capture.collector, "live", 1.0, info, make_console(), capture.should_stop)
+    options = Options(command=["gmemtrace", *DEMO_WORKLOAD])
+    real = [sys.executable, "-m", "gmemtrace", *DEMO_WORKLOAD]
+    capture = Capture(command=real, stream_hot=False, capture_output=True, handle_signals=False)
+    view = view_of(capture, options)
     view.begin()
     app = view.make_app()
 

@@ -484,6 +484,10 @@ class LiveApp(App[None]):
         self.query_one("#filter", Input).display = False
         self.screen.set_focus(None)  # keys are the view's again
 
+    def on_resize(self, event: events.Resize) -> None:
+        """A new size: lay the panels out for it now, not at the next frame."""
+        self.call_after_refresh(self._redraw_now)
+
     def action_help(self) -> None:
         self.push_screen(Help())
 

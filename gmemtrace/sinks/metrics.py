@@ -191,6 +191,7 @@ class Fleet:
     _exits: dict[Labels, float] = field(default_factory=dict)
     _high: dict[tuple[str, Labels], float] = field(default_factory=dict)  # counters never fall
     _pids_gone: dict[int, int] = field(default_factory=dict)  # pid -> when it was seen gone
+    _next_release_check_ns: int = 0
     # Called with each conversion's labels (direction included) and duration in seconds:
     # a sink that aggregates on its own (OpenTelemetry's histogram).
     listeners: list[Callable[[Labels, float], None]] = field(default_factory=list)
@@ -208,7 +209,9 @@ class Fleet:
             to = "private" if exit_.private else "shared"
             key = (("pid", str(exit_.pid)), ("comm", self._comm(exit_.pid, model)), ("to", to))
             self._exits[key] = self._exits.get(key, 0) + 1
-        self._release_and_forget(model, now_ns)
+        if now_ns >= self._next_release_check_ns:  # /proc reads: once a second is enough
+            self._next_release_check_ns = now_ns + NS
+            self._release_and_forget(model, now_ns)
 
     def _track(self, state: InodeState, model: Model) -> None:
         gen = self._generations.get(state.ino, 0)

@@ -52,6 +52,6 @@ def test_bench_runs_every_part_and_writes_json(tmp_path: Path) -> None:
 
 def test_every_configuration_is_present_or_says_why_not() -> None:
     names = [c.name for c in configurations()]
-    assert names[0] == "untraced" and len(names) == 8
+    assert names[0] == "untraced" and len(names) == 9
     for config in configurations():
         assert config.absent == "" or "not installed" in config.absent

@@ -18,10 +18,8 @@ from rich.console import Console
 
 from gmemtrace.capture import Capture
 from gmemtrace.kernel.procfs import comm_of
+from gmemtrace.live import Options, view_of
 from gmemtrace.sinks.app import Help, Maps, PageMap
-from gmemtrace.sinks.console import make_console
-from gmemtrace.sinks.dashboard import ViewInfo
-from gmemtrace.sinks.view import LiveView
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -52,8 +50,8 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
     capture = Capture(
         command=["sh", "-c", VMMS], stream_hot=False, capture_output=True, handle_signals=False
     )
-    info = ViewInfo("kernel", capture.header.probes, "test", 0.0, 0)
-    view = LiveView(capture.collector, "live", 0.5, info, make_console(), capture.should_stop)
+    view = view_of(capture, Options(command=["sh", "-c", "..."], interval_s=0.5))
+    info = view.info
     view.begin()
     app = view.make_app()
 

@@ -25,6 +25,9 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
         ["workload", "mixed", "--rate", "-3"],
         ["frobnicate"],
         ["doctor", "--colour"],
+        ["--comm", "a/b"],
+        ["exporter", "--comm", ""],
+        ["exporter", "--keep-released", "-1"],
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(

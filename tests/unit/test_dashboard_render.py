@@ -204,3 +204,17 @@ def test_sparklines_scale_to_their_maximum() -> None:
     assert line == "   " + " ▁▂▄█"  # right-aligned: the newest value last
     top, bottom = sparkline([8, 4], 2, rows=2)
     assert top == "█ " and bottom == "██"
+
+
+def test_a_resize_lays_the_view_out_again() -> None:
+    async def check(app: LiveApp, pilot: object) -> None:
+        maps = app.query_one(Maps)
+        assert maps.size.width == 80
+        await pilot.resize_terminal(200, 60)  # type: ignore[attr-defined]
+        await pilot.pause(0.3)  # type: ignore[attr-defined]
+        assert maps.size.width == 200
+        text = screen_text(app)
+        assert len(text.splitlines()) == 60
+        assert "pid" in text and "tid" in text, "wide enough: the threads' table beside"
+
+    run_app((80, 24), check)
