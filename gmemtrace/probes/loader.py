@@ -2,7 +2,7 @@
 
 bcc and the LLVM inside it cost a process about 150 MB resident once a program is
 compiled, and keep it for the process's life. The child (`python -m
-gmemtrace.probes.loader`) checks the requirements, plans the probes, compiles, loads and
+gmemtrace.loader_child`) checks the requirements, plans the probes, compiles, loads and
 attaches, then hands over the descriptors that matter (the maps, the functions run on
 demand, the attachments) through a Unix socket (SCM_RIGHTS) and exits without detaching.
 The tracer keeps them in a HeldProgram (gmemtrace/probes/maps.py): its probes stay
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from gmemtrace.errors import GmemtraceError
 from gmemtrace.probes.maps import HeldProgram
 from gmemtrace.probes.plan import Choice
 
+CHILD = "gmemtrace.loader_child"  # the child's side: compile, load, attach, hand over
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 250  # SCM_MAX_FD is 253
 LOAD_TIMEOUT_S = 600  # a cold bcc compile in the lab's emulated guest takes a minute
@@ -38,7 +38,7 @@ def load(
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         child = subprocess.Popen(
-            [sys.executable, "-m", "gmemtrace.probes.loader", str(theirs.fileno())],
+            [sys.executable, "-m", CHILD, str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             # Compiler chatter never mixes with our output. (Descriptor 2 itself: Jupyter's
@@ -65,47 +65,3 @@ def load(
         raise GmemtraceError(reply["error"], reply.get("exit_code"))
     plan = [Choice(**c | {"rejected": [tuple(r) for r in c["rejected"]]}) for c in reply["plan"]]
     return HeldProgram.from_handover(reply, fds, ncpus), plan
-
-
-def _serve(sock: socket.socket) -> None:
-    """In the child: load as asked, send the descriptors (or the error) back."""
-    from gmemtrace.probes import plan as probe_plan
-    from gmemtrace.probes.bcc_backend import handover
-    from gmemtrace.probes.tracepoints import FUNCTIONS_RUN, MAPS, SOURCES, program_defines
-    from gmemtrace.tracer import prepare
-
-    request = json.loads(sock.recv(MAX_MESSAGE))
-    try:
-        setup = prepare(request["tier"])
-        defines = program_defines(
-            setup.btf,
-            request["ringbuf_pages"],
-            probe_plan.function_events(setup.plan),
-            setup.tracefs,
-        )
-        meta, fds = handover(SOURCES, defines, setup.headers, MAPS, FUNCTIONS_RUN)
-    except GmemtraceError as err:
-        sock.send(json.dumps({"error": str(err), "exit_code": err.exit_code}).encode())
-        return
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        sock.send(json.dumps({"error": f"loading the probes failed: {reason}"}).encode())
-        return
-    meta["plan"] = probe_plan.plan_dicts(setup.plan)
-    socket.send_fds(sock, [json.dumps(meta).encode()], fds)
-
-
-def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the tracer's to answer
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    try:
-        _serve(sock)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Not a normal exit: bcc's cleanup would detach what the tracer now holds.
-        os._exit(0)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from rich.console import Group, RenderableType
 from rich.padding import Padding
@@ -33,11 +33,26 @@ from textual.widgets import Footer, Input, RichLog, Static
 from gmemtrace.kernel.procfs import comm_of
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
-from gmemtrace.sinks.dashboard import SORT_KEYS, Dashboard
+from gmemtrace.sinks.dashboard import SORT_KEYS, Dashboard, ViewInfo
 from gmemtrace.sinks.strip import STATE_COLOUR, ShareabilityStrip, no_colour, page_glyph
 
 if TYPE_CHECKING:
-    from gmemtrace.sinks.view import LiveView
+    from gmemtrace.collector import Collector
+
+
+class Feed(Protocol):
+    """What the app reads from the view loop that runs it (sinks/view.py: LiveView)."""
+
+    collector: Collector
+    info: ViewInfo
+    pump_s: float
+
+    def dashboard(self) -> Dashboard: ...
+
+    def redraw_due(self) -> bool: ...
+
+    def command_output(self) -> bytes: ...
+
 
 HISTORY_S = 60  # samples kept per guest_memfd: one per rate interval
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -329,7 +344,7 @@ class LiveApp(App[None]):
         Binding("question_mark", "help", "help"),
     ]
 
-    def __init__(self, view: LiveView, tick: Callable[[], bool]) -> None:
+    def __init__(self, view: Feed, tick: Callable[[], bool]) -> None:
         """`tick()`: one round of the view loop (pump, sample); True once it should end."""
         super().__init__()
         self.view, self.tick = view, tick
