@@ -113,4 +113,6 @@ def describe_targets(options: Options, child: int | None) -> str:
 
 
 def is_terminal() -> bool:
-    return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
+    """Whether the app can take the screen: Textual draws through stderr, so both stdout
+    and stderr must be the terminal (`2>file` gets the plain tables instead)."""
+    return sys.stdout.isatty() and sys.stderr.isatty() and os.environ.get("TERM", "") != "dumb"
