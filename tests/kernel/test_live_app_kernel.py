@@ -74,6 +74,10 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
             page_map = text_of(app.screen.page_rows(storm), 200)
             assert "0x00000000" in page_map and f"{4032 * 4096:#012x}" in page_map
             assert "page ranges" in page_map and "shared" in page_map
+            scroll = app.screen.query_one("#page-scroll")
+            await pilot.press("pagedown")
+            await pilot.pause(0.2)
+            assert scroll.scroll_y > 0, "64 rows of 64 pages: more than a screen, scrolled"
             await pilot.press("escape")
             assert not isinstance(app.screen, PageMap)
             # Filter by the storm's pid: its guest_memfd alone; then by a name: all again.
