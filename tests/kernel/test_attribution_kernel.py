@@ -247,7 +247,7 @@ def test_flushes_landing_mid_run_lose_and_double_nothing(tmp_path: Path) -> None
     workload = subprocess.Popen(
         [
             *(sys.executable, "-m", "gmemtrace", "workload", "fault-storm"),
-            *("--pages", "4096", "--rounds", "6", "--wait-signal", "--quiet"),
+            *("--pages", "4096", "--rounds", "12", "--wait-signal", "--quiet"),
             *("-o", str(truth_path)),
         ]
     )
