@@ -161,3 +161,34 @@ def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple
     assert done.read_text().strip() == "exit=0"
     assert "gmemtrace report:" in final and "lost events: 0" in final
     assert "ended sh" in final, "the command was ended, and gmemtrace said so"
+
+
+def test_stderr_redirected_gets_the_plain_tables(tmp_path: Path) -> None:
+    """Textual draws through stderr: with stderr in a file, the terminal gets the plain
+    tables (not an app drawn into the file)."""
+    session = f"gmemtrace-plain-{os.getpid()}"
+    done, err = tmp_path / "done", tmp_path / "err"
+    command = shlex.join([*GMEMTRACE, "-i", "0.5", "--", *GMEMTRACE, "workload", *MIXED[:-3]])
+    _tmux(
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        f"cd {shlex.quote(os.getcwd())} && {command} 2>{err}; echo exit=$? > {done}; sleep 30",
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not done.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        screen = _tmux("capture-pane", "-p", "-S", "-400", "-t", session)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    assert done.read_text().strip() == "exit=0"
+    assert "RESIDENT" in screen and "gmemtrace report:" in screen, "plain tables, then the summary"
+    assert "\x1b[?1049h" not in err.read_text(), "no full-screen app in the file"
+    assert "Ctrl-C to end." in err.read_text()
