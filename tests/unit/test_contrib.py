@@ -57,3 +57,50 @@ def test_the_dashboard_is_grafana_json_over_the_served_metrics() -> None:
             names = re.findall(r"\bgmemtrace_[a-z_]+", target["expr"])
             used |= {name.removesuffix("_bucket") for name in names}
     assert used and used <= served
+
+
+def _readme_blocks(language: str) -> list[str]:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    fleet = readme[readme.index("## Fleet") : readme.index("## Kernels")]
+    return re.findall(rf"```{language}\n(.*?)```", fleet, re.DOTALL)
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (make test installs Debian's prometheus)")
+    return promtool
+
+
+def test_the_readme_promql_is_promql(tmp_path: Path) -> None:
+    """Every query of the README's Fleet section, checked by Prometheus's own promtool."""
+    (block,) = _readme_blocks("promql")
+    queries = [q for q in block.splitlines() if q.strip() and not q.startswith("#")]
+    assert len(queries) >= 6
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "groups:\n- name: readme\n  rules:\n"
+        + "".join(
+            f"  - record: readme:q{i}\n    expr: {json.dumps(q)}\n" for i, q in enumerate(queries)
+        )
+    )
+    result = subprocess.run(
+        [_promtool(), "check", "rules", str(rules)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(queries)} rules found" in result.stdout
+
+
+def test_the_readme_scrape_config_and_alert_are_valid(tmp_path: Path) -> None:
+    (block,) = _readme_blocks("yaml")
+    config, rules = block.split("# rules file:\n")
+    (tmp_path / "prometheus.yml").write_text(config)
+    (tmp_path / "rules.yml").write_text(rules)
+    for kind, name in (("config", "prometheus.yml"), ("rules", "rules.yml")):
+        result = subprocess.run(
+            [_promtool(), "check", kind, str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
