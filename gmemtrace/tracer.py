@@ -27,9 +27,6 @@ class Setup:
     tracefs: Path
     plan: list[probe_plan.Choice]
 
-    def header(self, targets: list[int], command: list[str]) -> TraceHeader:
-        return trace_header(self.plan, targets, command)
-
 
 def trace_header(
     plan: list[probe_plan.Choice], targets: list[int], command: list[str]

@@ -34,7 +34,7 @@ from gmemtrace.kernel.procfs import comm_of
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
 from gmemtrace.sinks.dashboard import SORT_KEYS, Dashboard, ViewInfo
-from gmemtrace.sinks.strip import STATE_COLOUR, ShareabilityStrip, no_colour, page_glyph
+from gmemtrace.sinks.strip import STATE_COLOUR, ShareabilityStrip, legend, no_colour, page_glyph
 
 if TYPE_CHECKING:
     from gmemtrace.collector import Collector
@@ -370,8 +370,6 @@ class LiveApp(App[None]):
         return inos.index(self.selected_ino) if self.selected_ino in inos else 0
 
     def legend(self) -> Text:
-        from gmemtrace.sinks.strip import legend
-
         return legend()
 
     def compose(self) -> ComposeResult:

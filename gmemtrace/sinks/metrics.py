@@ -192,6 +192,7 @@ class Fleet:
     _high: dict[tuple[str, Labels], float] = field(default_factory=dict)  # counters never fall
     _pids_gone: dict[int, int] = field(default_factory=dict)  # pid -> when it was seen gone
     _next_release_check_ns: int = 0
+    _alive: int = 0  # processes seen doing guest_memfd work, alive at the last check
     # Called with each conversion's labels (direction included) and duration in seconds:
     # a sink that aggregates on its own (OpenTelemetry's histogram).
     listeners: list[Callable[[Labels, float], None]] = field(default_factory=list)
@@ -265,8 +266,11 @@ class Fleet:
                 model.forget_inode(state)
                 self._forget_series(tracked.labels)
         held = {t.state.pid for t in self._tracked.values()}
+        self._alive = 0
         for pid in list(model.per_pid):
-            if pid in held or alive(pid):
+            running = alive(pid)
+            self._alive += running
+            if pid in held or running:
                 self._pids_gone.pop(pid, None)
                 continue
             gone_ns = self._pids_gone.setdefault(pid, now_ns)
@@ -300,7 +304,7 @@ class Fleet:
         out.add(lost, (("reason", "refused"),), refused)
         out.add("gmemtrace_events_total", (), model.events_applied)
         out.add("gmemtrace_guest_memfds", (), len(self._tracked))
-        out.add("gmemtrace_traced_processes", (), sum(1 for p in model.per_pid if alive(p)))
+        out.add("gmemtrace_traced_processes", (), self._alive)  # as of the last check
         for event, where in self.probes.items():
             tier, _, attach = where.partition(": ")
             probe = (("event", event), ("tier", tier), ("attach", attach))

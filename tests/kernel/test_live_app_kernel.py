@@ -126,24 +126,25 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
-def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
+def _start_in_tmux(session: str, size: tuple[int, int], command: str, done: Path) -> None:
+    """`command` in a detached tmux session of `size`; its exit status goes to `done`."""
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (make setup installs it)")
+    shell = f"cd {shlex.quote(os.getcwd())} && {command}; echo exit=$? > {done}; sleep 30"
+    _tmux("new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), shell)
+
+
+def _wait_for(done: Path, deadline: float) -> None:
+    while not done.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
+def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
     session = f"gmemtrace-keys-{os.getpid()}-{size[0]}"
     done = tmp_path / "done"
-    command = shlex.join([*GMEMTRACE, "--", "sh", "-c", VMMS])
-    _tmux(
-        "new-session",
-        "-d",
-        "-s",
-        session,
-        "-x",
-        str(size[0]),
-        "-y",
-        str(size[1]),
-        f"cd {shlex.quote(os.getcwd())} && {command}; echo exit=$? > {done}; sleep 30",
-    )
+    _start_in_tmux(session, size, shlex.join([*GMEMTRACE, "--", "sh", "-c", VMMS]), done)
     try:
         deadline = time.monotonic() + 90
         while "ino " not in (screen := _tmux("capture-pane", "-p", "-t", session)):
@@ -152,9 +153,7 @@ def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple
         assert "q quit" in screen and "filter" in screen, "the keys are on screen"
         assert len(screen.splitlines()) == size[1], "the whole screen"
         _tmux("send-keys", "-t", session, "q")
-        while not done.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        _wait_for(done, deadline)
         final = _tmux("capture-pane", "-p", "-S", "-200", "-t", session)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
@@ -169,22 +168,9 @@ def test_stderr_redirected_gets_the_plain_tables(tmp_path: Path) -> None:
     session = f"gmemtrace-plain-{os.getpid()}"
     done, err = tmp_path / "done", tmp_path / "err"
     command = shlex.join([*GMEMTRACE, "-i", "0.5", "--", *GMEMTRACE, "workload", *MIXED[:-3]])
-    _tmux(
-        "new-session",
-        "-d",
-        "-s",
-        session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        f"cd {shlex.quote(os.getcwd())} && {command} 2>{err}; echo exit=$? > {done}; sleep 30",
-    )
+    _start_in_tmux(session, (120, 40), f"{command} 2>{err}", done)
     try:
-        deadline = time.monotonic() + 90
-        while not done.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        _wait_for(done, time.monotonic() + 90)
         screen = _tmux("capture-pane", "-p", "-S", "-400", "-t", session)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
