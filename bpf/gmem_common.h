@@ -26,6 +26,8 @@ struct config {
     u32 attr_gen;    /* bumped when a mapping or an address space id changes (tracepoint tier) */
     u32 run_gen;     /* bumped when a thread enters or leaves KVM_RUN (tracepoint tier) */
     u32 kvm_faults_seen; /* kvm:kvm_page_fault fires on this kernel (tracepoint tier) */
+    u32 follow_comm; /* a process that execs into the name `comm` becomes a target */
+    char comm[16];   /* --comm, NUL-padded as the kernel keeps task names */
 };
 
 /* The ring buffer is the first map declared: bcc numbers maps in the order of their

@@ -853,13 +853,30 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     return 0;
 }
 
+/* The task's name (after exec: the new program's) is the one --comm follows. */
+static __always_inline int named_as_followed(struct config *c)
+{
+    char comm[16] = {};
+    bpf_get_current_comm(&comm, sizeof(comm));
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        if (comm[i] != c->comm[i])
+            return 0;
+        if (!comm[i])
+            break;
+    }
+    return 1;
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!traced_asid(tgid))
-        return 0;
     struct config *c = cfg();
     if (!c)
+        return 0;
+    /* A process that execs into the followed name is traced from its first
+     * instruction: nothing it does is missed while user space looks for it. */
+    if (!traced_asid(tgid) && !(c->follow_comm && named_as_followed(c)))
         return 0;
     /* Not atomic: bcc's target has no fetching atomics, and two execs racing
      * here would only make two processes share an id. */

@@ -60,10 +60,14 @@ class Capture:
             raise
         try:
             self.targets = ([self.child.pid] if self.child else []) + self.pids
-            comm_pids = processes_named(comm) if comm else []
             trace_all = not self.targets and not comm
-            self.source = loaded.source(None if trace_all else self.targets + comm_pids, stream_hot)
+            self.source = loaded.source(None if trace_all else self.targets, stream_hot)
+            comm_pids: list[int] = []
             try:
+                if comm:  # the kernel follows execs into the name first: no gap to fall in
+                    self.source.follow_comm(comm)
+                    comm_pids = processes_named(comm)
+                    self.source.add_targets(comm_pids)
                 self.header: TraceHeader = trace_header(
                     loaded.plan, self.targets + comm_pids, self.command
                 )

@@ -143,12 +143,24 @@ class TracepointSource:
             self.bpf.cleanup()
             raise
 
+    def follow_comm(self, comm: str) -> None:
+        """Processes that exec into the name `comm` from now on are targets, from the kernel
+        (those running already: add_targets)."""
+        table = self.bpf[b"config"]
+        conf = table[ctypes.c_int(0)]
+        conf.follow_comm = 1
+        conf.comm = comm.encode()[:15]
+        table[ctypes.c_int(0)] = conf
+
     def add_targets(self, pids: list[int]) -> None:
         """Trace these processes and their descendants from now on, with what they hold."""
         new = [p for p in descendants(pids) if p not in self.pids]
         targets = self.bpf[b"targets"]
         for pid in new:
-            targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(pid)
+            try:
+                targets[ctypes.c_uint32(pid)]  # the kernel took it already (--comm at exec)
+            except KeyError:
+                targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(pid)
         self.pids.extend(new)
         self._discovered = np.concatenate([self._discovered, self._discover(new)])
 

@@ -242,6 +242,7 @@ def test_flushes_landing_mid_run_lose_and_double_nothing(tmp_path: Path) -> None
     import time
 
     from gmemtrace.kernel.procfs import gmem_mappings
+    from tests.tracing import wait_until
 
     truth_path = tmp_path / "truth.json"
     workload = subprocess.Popen(
@@ -251,8 +252,7 @@ def test_flushes_landing_mid_run_lose_and_double_nothing(tmp_path: Path) -> None
             *("-o", str(truth_path)),
         ]
     )
-    while not gmem_mappings(workload.pid):
-        time.sleep(0.01)
+    wait_until(lambda: gmem_mappings(workload.pid), "the storm mapped its memory")
     src = TracepointSource(headers.resolve(), Btf.load(), pids=[workload.pid], stream_hot=False)
     batches, flushes = [], 0
     try:

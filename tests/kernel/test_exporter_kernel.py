@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gmemtrace.events import COUNTERS
-from tests.conftest import bpf_program_ids, programs_left
+from tests.tracing import SAFETY_S, Owned, leftovers_of_session, owned_bpf, still_loaded
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -75,8 +75,7 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
 @contextmanager
 def exporter(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """A running exporter (attached: its ready line seen) and its /metrics URL; stopped with
-    SIGTERM at the end, which must exit 0 and leave no program attached."""
-    before = bpf_program_ids()
+    SIGTERM at the end, which must exit 0 and free every program and map it held."""
     port = free_port()
     proc = subprocess.Popen(
         [*GMEMTRACE, "exporter", "--listen", f"127.0.0.1:{port}", *args],
@@ -87,15 +86,17 @@ def exporter(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert READY in line, line
+        owned = owned_bpf(proc.pid)
+        assert owned.programs, "it holds the programs the loader child handed over"
         yield proc, f"http://127.0.0.1:{port}/metrics"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        assert proc.wait(timeout=SAFETY_S) == 0, proc.stderr.read()
         assert proc.stderr.read() == "", "nothing but the ready line"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert programs_left(before) == set()
+    assert still_loaded(owned) == Owned()
 
 
 def workload(tmp_path: Path, scenario: str, *args: str) -> dict[str, Any]:
@@ -157,7 +158,7 @@ def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: "Ready" in get(f"{url}/-/ready"), 60, "Prometheus to be ready")
+        wait_for(lambda: "Ready" in get(f"{url}/-/ready"), SAFETY_S, "Prometheus to be ready")
         yield url
     finally:
         proc.terminate()
@@ -185,7 +186,7 @@ def test_prometheus_stores_the_ground_truth(tmp_path: Path) -> None:
     with exporter("--keep-released", "600") as (_, metrics):
         target = metrics.removeprefix("http://").removesuffix("/metrics")
         with prometheus(tmp_path, target) as url:
-            wait_for(lambda: query(url, 'up{job="gmemtrace"} == 1'), 30, "the first scrape")
+            wait_for(lambda: query(url, 'up{job="gmemtrace"} == 1'), SAFETY_S, "the first scrape")
             # Three VMMs, one after another: the exporter follows each one that starts.
             truths = [
                 workload(tmp_path, "mixed"),
@@ -196,7 +197,7 @@ def test_prometheus_stores_the_ground_truth(tmp_path: Path) -> None:
             inodes = {ino for values in want.values() for ino in values}
             got = wait_for(
                 lambda: (s := stored(url, inodes)) == want and s,
-                30,
+                SAFETY_S,
                 f"Prometheus to store the ground truth (last seen {stored(url, inodes)}, "
                 f"want {want})",
             )
@@ -284,7 +285,7 @@ def test_otlp_pushes_the_ground_truth(tmp_path: Path) -> None:
     try:
         with exporter("--otlp", endpoint, "--otlp-interval", "1") as _:
             truth = workload(tmp_path, "mixed")
-            time.sleep(0.5)
+            wait_for(lambda: receiver.pushes, SAFETY_S, "a periodic push")
         # SIGTERM made the last push: the totals up to the end.
         last = pushed(receiver.pushes[-1])
     finally:
@@ -325,19 +326,20 @@ def value(push: dict[str, dict[Any, Any]], ino: str, name: str, **labels: str) -
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_ends_it_cleanly_even_while_attaching(sig: signal.Signals) -> None:
     """/metrics answers while the probes attach (gmemtrace_up 0); a signal then ends it
-    with status 0, one ready line at most, and no program left attached."""
-    before = bpf_program_ids()
+    with status 0, one ready line at most, and nothing of its own left: no process of its
+    session (the loader child compiling the probes) holds a program after it ends."""
     port = free_port()
     proc = subprocess.Popen(
         [*GMEMTRACE, "exporter", "--listen", f"127.0.0.1:{port}"],
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
-        early = wait_for(lambda: get(f"http://127.0.0.1:{port}/metrics"), 30, "/metrics")
+        early = wait_for(lambda: get(f"http://127.0.0.1:{port}/metrics"), SAFETY_S, "/metrics")
         assert "gmemtrace_up 0.0" in early
         proc.send_signal(sig)  # while attaching
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=SAFETY_S) == 0
         assert proc.stderr is not None
         err = proc.stderr.read()
         assert "Traceback" not in err and len(err.splitlines()) <= 1, err
@@ -345,7 +347,7 @@ def test_a_signal_ends_it_cleanly_even_while_attaching(sig: signal.Signals) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert programs_left(before) == set()
+    assert leftovers_of_session(proc.pid) == [], "its loader child ended with it"
 
 
 def test_scrapes_while_vmms_start_and_exit(tmp_path: Path) -> None:
@@ -370,7 +372,7 @@ def test_scrapes_while_vmms_start_and_exit(tmp_path: Path) -> None:
         inodes = {str(i["ino"]) for i in truth["inodes"]}
         wait_for(
             lambda: not any(f'ino="{ino}"' in get(metrics) for ino in inodes),
-            10,
+            SAFETY_S,
             "the released guest_memfds to go",
         )
     assert len(answers) > 10

@@ -20,6 +20,7 @@ from gmemtrace.capture import Capture
 from gmemtrace.kernel.procfs import comm_of
 from gmemtrace.live import Options, view_of
 from gmemtrace.sinks.app import Help, Maps, PageMap
+from tests.tracing import SAFETY_S
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -38,7 +39,7 @@ def text_of(renderable: object, width: int) -> str:
     return console.export_text()
 
 
-async def until(pilot: object, check: object, timeout_s: float = 60) -> None:
+async def until(pilot: object, check: object, timeout_s: float = SAFETY_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
@@ -69,15 +70,15 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
                 await pilot.press("down")
             assert app.selected_ino == storm.ino
             await pilot.press("enter")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: isinstance(app.screen, PageMap))
             assert isinstance(app.screen, PageMap) and app.screen.ino == storm.ino
             page_map = text_of(app.screen.page_rows(storm), 200)
             assert "0x00000000" in page_map and f"{4032 * 4096:#012x}" in page_map
             assert "page ranges" in page_map and "shared" in page_map
             scroll = app.screen.query_one("#page-scroll")
             await pilot.press("pagedown")
-            await pilot.pause(0.2)
-            assert scroll.scroll_y > 0, "64 rows of 64 pages: more than a screen, scrolled"
+            # 64 rows of 64 pages: more than a screen, scrolled.
+            await until(pilot, lambda: scroll.scroll_y > 0)
             await pilot.press("escape")
             assert not isinstance(app.screen, PageMap)
             # Filter by the storm's pid: its guest_memfd alone; then by a name: all again.
@@ -100,8 +101,8 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
             await until(pilot, lambda: capture.collector.events_seen > events + 100)
             assert app.frames == frames, "collection went on, the display held"
             await pilot.press("p")
-            await pilot.pause(0.6)
-            assert not app.paused and app.frames > frames
+            assert not app.paused
+            await until(pilot, lambda: app.frames > frames)
             # Sort cycles; help opens and closes.
             sort = info.sort
             await pilot.press("s")
@@ -146,7 +147,7 @@ def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple
     done = tmp_path / "done"
     _start_in_tmux(session, size, shlex.join([*GMEMTRACE, "--", "sh", "-c", VMMS]), done)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + SAFETY_S
         while "ino " not in (screen := _tmux("capture-pane", "-p", "-t", session)):
             assert time.monotonic() < deadline, screen
             time.sleep(0.3)

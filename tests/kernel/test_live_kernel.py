@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +21,7 @@ import pytest
 import gmemtrace
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.sinks.interval import SCHEMA
+from tests.tracing import SAFETY_S, Started, wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -56,7 +58,7 @@ def test_live_view_in_a_real_terminal(tmp_path: Path) -> None:
     )
     try:
         screens = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + SAFETY_S
         while not done.exists() and time.monotonic() < deadline:
             time.sleep(0.4)
             screens.append(
@@ -116,22 +118,22 @@ def test_headless_plain_tables_and_summary(tmp_path: Path) -> None:
 
 def test_live_view_of_a_running_vmm_agrees_with_a_recording_of_it(tmp_path: Path) -> None:
     workload = subprocess.Popen(
-        [*GMEMTRACE, "workload", "mixed", "--pause-after-map", "4", "--rate", "200", "--quiet"],
+        [*GMEMTRACE, "workload", "mixed", "--wait-signal", "--rate", "200", "--quiet"],
     )
     try:
-        deadline = time.monotonic() + 20
-        while not gmem_mappings(workload.pid):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: gmem_mappings(workload.pid), "the workload mapped its memory")
         pid = str(workload.pid)
-        viewer = subprocess.Popen(
-            [*GMEMTRACE, "--pid", pid, "--json", "-i", "0.5"], stdout=subprocess.PIPE, text=True
-        )
-        recorder = run("record", "--pid", pid, "-o", str(tmp_path / "t.trace"), "--json")
-        out, _ = viewer.communicate(timeout=60)
+        with (
+            Started(["--pid", pid, "--json", "-i", "0.5"]) as viewer,
+            Started(["record", "--pid", pid, "-o", str(tmp_path / "t.trace"), "--json"]) as rec,
+        ):
+            os.kill(workload.pid, signal.SIGUSR1)  # both are attached: go on
+            recorded, _, recorder_err = rec.finish()
+            viewed, out, viewer_err = viewer.finish()
     finally:
-        workload.wait(timeout=60)
-    assert recorder.returncode == 0 and viewer.returncode == 0
+        workload.wait(timeout=SAFETY_S)
+    assert recorded == 0, recorder_err
+    assert viewed == 0, viewer_err
     final: dict[str, Any] = json.loads(out.splitlines()[-1])
     report = json.loads((run("report", str(tmp_path / "t.trace"), "--format", "json")).stdout)
     seen = {i["ino"]: i["totals"] for i in final["inodes"]}
@@ -154,40 +156,26 @@ def test_comm_matching_nothing_yet_waits(tmp_path: Path) -> None:
 
 
 def test_comm_follows_a_vmm_that_starts_later_and_nothing_else(tmp_path: Path) -> None:
+    """A process that execs into the name is traced from its first event (the kernel takes
+    it at exec: no pause for gmemtrace to find it), and no other process is."""
     named = tmp_path / "gmem-late-vmm"  # a process's comm is the name it was run by
     named.symlink_to(sys.executable)
     truth, other_truth = tmp_path / "truth.json", tmp_path / "other.json"
-    viewer = subprocess.Popen(
-        [*GMEMTRACE, "--comm", "gmem-late-vmm", "--json", "-i", "0.3", "-d", "12"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        time.sleep(3)  # attached, watching, nothing named so yet
+    with Started(["--comm", "gmem-late-vmm", "--json", "-i", "0.3"]) as viewer:
+        # Attached, watching, nothing named so yet.
         other = subprocess.run(
             [*GMEMTRACE, "workload", "mixed", "--quiet", "-o", str(other_truth)], check=True
         )
         # Run by another name, Python does not find the virtualenv: give it the paths.
         paths = [str(Path(gmemtrace.__file__).parents[1]), sysconfig.get_path("purelib")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-        command = [
-            str(named),
-            "-m",
-            "gmemtrace",
-            "workload",
-            "mixed",
-            "--pause-after-map",
-            "1",
-            "--quiet",
-            "-o",
-            str(truth),
-        ]
+        command = [str(named), "-m", "gmemtrace", "workload", "mixed", "--quiet", "-o", str(truth)]
         vmm = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
         assert vmm.returncode == 0, vmm.stderr
-        out, _ = viewer.communicate(timeout=60)
-    finally:
-        viewer.kill()
-    assert other.returncode == vmm.returncode == 0
+        viewer.signal(signal.SIGINT)
+        status, out, err = viewer.finish()
+    assert status == 0, err
+    assert other.returncode == 0
     final = json.loads(out.strip().splitlines()[-1])
     seen = {i["ino"]: i["totals"] for i in final["inodes"]}
     expected = {i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]}

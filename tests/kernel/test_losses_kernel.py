@@ -28,6 +28,7 @@ from gmemtrace.model.state import Model
 from gmemtrace.probes.tracepoints import TracepointSource
 from gmemtrace.tracer import RINGBUF_PAGES
 from gmemtrace.workload import Workload
+from tests.tracing import wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 
@@ -52,10 +53,8 @@ def test_nothing_is_lost_while_the_ring_has_room(tmp_path: Path, stream_hot: boo
     model = Model()
     try:
         for s in storms:
-            deadline = time.monotonic() + 30
-            while not gmem_mappings(s.pid):
-                assert time.monotonic() < deadline and s.poll() is None
-                time.sleep(0.01)
+            wait_until(lambda s=s: gmem_mappings(s.pid) or s.poll() is not None, "a mapping")
+            assert s.poll() is None, "the storm ended before mapping its memory"
         source.add_targets([s.pid for s in storms])
         for s in storms:
             os.kill(s.pid, signal.SIGUSR1)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pytest
 from gmemtrace.events import COUNTERS
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.tracefile import TraceFileError, read_trace_file
-from tests.conftest import bpf_map_ids, bpf_program_ids, programs_left
+from tests.tracing import READY, Owned, Started, owned_bpf, still_loaded, wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -55,18 +55,25 @@ def test_a_full_disk_stops_the_recording_cleanly(tiny_disk: Path) -> None:
 
 
 def test_a_closed_pipe_ends_quietly_and_detaches() -> None:
-    before = bpf_program_ids()
-    command = " ".join([*GMEMTRACE, "--json", "-i", "0.2", "--", *STORM]) + " | head -1"
-    result = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command],
-        capture_output=True,
+    """As `gmemtrace --json ... | head -1`: the reader goes away after one line."""
+    view = subprocess.Popen(
+        [*GMEMTRACE, "--json", "-i", "0.2", "--", *STORM],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
     )
-    assert result.stdout.startswith('{"time"'), result.stderr
-    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
-    assert not programs_left(before), "every program is gone after SIGPIPE"
+    assert view.stdout is not None and view.stderr is not None
+    ready = view.stderr.readline()
+    assert ready.rstrip().endswith(READY), ready
+    owned = owned_bpf(view.pid)
+    first = view.stdout.readline()
+    view.stdout.close()  # the reader is gone: the next write meets a closed pipe
+    view.wait(timeout=300)
+    errors = view.stderr.read()
+    assert first.startswith('{"time"'), errors
+    assert "Traceback" not in errors and "BrokenPipe" not in errors
+    assert owned.programs, "it held programs while it ran"
+    assert still_loaded(owned) == Owned(), "every program is gone after SIGPIPE"
 
 
 def test_without_the_capabilities_one_line_names_the_fix(tmp_path: Path) -> None:
@@ -90,11 +97,15 @@ def _record(*args: str) -> dict[str, object]:
         [*GMEMTRACE, "record", "--json", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    report: dict[str, object] = json.loads(result.stdout[result.stdout.rindex('{\n  "trace"') :])
+    return _last_report(result.stdout)
+
+
+def _last_report(stdout: str) -> dict[str, object]:
+    report: dict[str, object] = json.loads(stdout[stdout.rindex('{\n  "trace"') :])
     return report
 
 
@@ -105,13 +116,21 @@ def _counts(report: dict[str, object]) -> dict[int, dict[str, int]]:
 
 
 def test_a_target_that_execs_into_the_vmm_is_followed(tmp_path: Path) -> None:
-    truth = tmp_path / "truth.json"
+    truth, gate = tmp_path / "truth.json", tmp_path / "gate"
+    os.mkfifo(gate)
     vmm = shlex.join([*GMEMTRACE, "workload", "mixed", "--quiet", "-o", str(truth)])
-    shell = subprocess.Popen(["bash", "-c", f"sleep 2; exec {vmm}"])
+    # The shell execs into the VMM once the gate opens: after the recorder has attached.
+    shell = subprocess.Popen(["bash", "-c", f"read -r _ < {shlex.quote(str(gate))}; exec {vmm}"])
     try:
-        report = _record("--pid", str(shell.pid), "-o", str(tmp_path / "t.trace"))
+        args = ["record", "--json", "--pid", str(shell.pid), "-o", str(tmp_path / "t.trace")]
+        with Started(args) as recorder:
+            gate.write_text("attached\n")
+            status, out, err = recorder.finish()
+        assert status == 0, err
+        report = _last_report(out)
     finally:
-        shell.wait(timeout=60)
+        shell.kill()
+        shell.wait()
     expected = {i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]}
     assert _counts(report) == expected
 
@@ -126,8 +145,7 @@ def test_two_vmms_at_once_each_exact(tmp_path: Path) -> None:
                     *GMEMTRACE,
                     "workload",
                     "mixed",
-                    "--pause-after-map",
-                    "3",
+                    "--wait-signal",
                     "--rate",
                     "300",
                     "--quiet",
@@ -137,14 +155,18 @@ def test_two_vmms_at_once_each_exact(tmp_path: Path) -> None:
             )
         )
     try:
-        for vmm in vmms:
-            while not gmem_mappings(vmm.pid):
-                time.sleep(0.05)
+        for vmm in vmms:  # each has mapped its memory and waits for SIGUSR1
+            wait_until(lambda vmm=vmm: gmem_mappings(vmm.pid), "the VMM mapped its guest_memfd")
         pids = [arg for vmm in vmms for arg in ("--pid", str(vmm.pid))]
-        report = _record(*pids, "-o", str(tmp_path / "t.trace"))
+        with Started(["record", "--json", *pids, "-o", str(tmp_path / "t.trace")]) as recorder:
+            for vmm in vmms:
+                os.kill(vmm.pid, signal.SIGUSR1)
+            status, out, err = recorder.finish()
+        assert status == 0, err
+        report = _last_report(out)
     finally:
         for vmm in vmms:
-            vmm.wait(timeout=60)
+            vmm.wait(timeout=600)
     expected = {}
     for truth in truths:
         expected.update({i["ino"]: i["counts"] for i in json.loads(truth.read_text())["inodes"]})
@@ -213,7 +235,6 @@ def test_the_live_view_reports_a_recording_it_could_not_finish(tiny_disk: Path) 
     "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
 )
 def test_a_signal_ends_a_recording_cleanly(tmp_path: Path, signum: int) -> None:
-    before, maps_before = bpf_program_ids(), bpf_map_ids()
     trace = tmp_path / "t.trace"
     long_storm = [
         *GMEMTRACE,
@@ -227,24 +248,16 @@ def test_a_signal_ends_a_recording_cleanly(tmp_path: Path, signum: int) -> None:
         "20000",
         "--quiet",
     ]
-    recorder = subprocess.Popen(
-        [*GMEMTRACE, "record", "-o", str(trace), "--", *long_storm],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not _has_events(trace):
-        assert time.monotonic() < deadline, "the recording never started"
-        time.sleep(0.2)
-    recorder.send_signal(signum)
-    out, err = recorder.communicate(timeout=60)
-    assert recorder.returncode == 0, err
+    with Started(["record", "-o", str(trace), "--", *long_storm]) as recorder:
+        wait_until(lambda: _has_events(trace), "the recording's first events")
+        recorder.signal(signum)
+        status, out, err = recorder.finish()
+    assert status == 0, err
     assert "Traceback" not in err and "gmemtrace report" in out
     data = read_trace_file(trace)
     assert data.complete, data.problem
-    assert not programs_left(before)
-    assert bpf_map_ids() <= maps_before, "and every map"
+    assert recorder.owned.programs and recorder.owned.maps
+    assert still_loaded(recorder.owned) == Owned(), "every program and map it held is gone"
 
 
 def _has_events(trace: Path) -> bool:

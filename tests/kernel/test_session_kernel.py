@@ -10,7 +10,7 @@ import pytest
 
 import gmemtrace
 from gmemtrace.tracefile import read_trace_file
-from tests.conftest import bpf_program_ids, programs_left
+from tests.tracing import Owned, owned_bpf, still_loaded
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 
@@ -31,9 +31,11 @@ def test_session_snapshots_match_the_ground_truth(tmp_path: Path) -> None:
 
 
 def test_leaving_the_block_detaches_even_on_an_exception() -> None:
-    before = bpf_program_ids()
+    already = owned_bpf()  # this process's own, from earlier tests
     with pytest.raises(RuntimeError, match="user error"), gmemtrace.Session(pid=[]) as session:
-        assert bpf_program_ids() - before, "probes attached inside the block"
+        attached = owned_bpf()
+        assert attached.programs - already.programs, "probes attached inside the block"
         session.snapshot()
         raise RuntimeError("user error")
-    assert not programs_left(before)
+    mine = Owned(attached.programs - already.programs, attached.maps - already.maps)
+    assert still_loaded(mine) == Owned(), "every program and map the block loaded is gone"

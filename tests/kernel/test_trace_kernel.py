@@ -8,9 +8,10 @@ tracer writes what it saw. Replaying the trace must give the same report.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import gmemtrace
 from gmemtrace.events import COUNTERS
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.report import report_file
+from tests.tracing import SAFETY_S, Started, wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 
@@ -129,25 +131,20 @@ def test_forked_children_that_die_of_sigbus_are_attributed(tmp_path: Path) -> No
 def test_trace_attached_after_the_workload_mapped_its_memory(tmp_path: Path) -> None:
     truth_path, trace = tmp_path / "truth.json", tmp_path / "late.trace"
     workload = subprocess.Popen(
-        [*GMEMTRACE, "workload", "mixed", "--pause-after-map", "4", "-o", str(truth_path)],
+        [*GMEMTRACE, "workload", "mixed", "--wait-signal", "-o", str(truth_path)],
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not gmem_mappings(workload.pid):
-            assert time.monotonic() < deadline, "the workload never mapped its guest_memfd"
-            time.sleep(0.05)
-        result = subprocess.run(
-            [*GMEMTRACE, "record", "--pid", str(workload.pid), "-o", str(trace), "--json"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
+        wait_until(lambda: gmem_mappings(workload.pid), "the workload mapped its guest_memfd")
+        with Started(
+            ["record", "--pid", str(workload.pid), "-o", str(trace), "--json"]
+        ) as recorder:
+            os.kill(workload.pid, signal.SIGUSR1)  # attached late: now it may go on
+            status, out, err = recorder.finish()
+        assert status == 0, err
     finally:
-        workload.wait(timeout=60)
-    report, truth = last_report(result.stdout), json.loads(truth_path.read_text())
+        workload.wait(timeout=SAFETY_S)
+    report, truth = last_report(out), json.loads(truth_path.read_text())
     by_ino = {i["ino"]: i for i in report["inodes"]}
     first, *later = truth["inodes"]
     # The first guest_memfd existed before attaching: discovered, flags unknown,
