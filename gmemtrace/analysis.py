@@ -22,6 +22,12 @@ class Trace:
     path: Path | None
     data: TraceData
     model: Model
+    now_ns: int | None = None  # a live session's snapshot: the window ends now
+
+    @property
+    def duration_s(self) -> float:
+        """The recording's window, start to stop (quiet time included), in seconds."""
+        return float(self.report["trace"]["duration_s"])
 
     @property
     def complete(self) -> bool:
@@ -48,7 +54,9 @@ class Trace:
     @cached_property
     def report(self) -> dict[str, Any]:
         h = self.data.header
-        return build_report(self.model, h.kernel, h.probes, h.start_ns, self.complete, self.problem)
+        return build_report(
+            self.model, h.kernel, h.probes, h.start_ns, self.complete, self.problem, self.now_ns
+        )
 
     @cached_property
     def inodes(self) -> pd.DataFrame:

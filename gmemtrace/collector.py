@@ -102,9 +102,18 @@ class Collector:
             pass
 
     def finish(self, clean: bool = True) -> None:
-        """Close the recording (lost count, end marker) and detach the probes."""
+        """Close the recording (lost count, end marker) and detach the probes. The end
+        marker's time, also given to the model, is where the recording's window closes."""
+        stopped_ns = time.monotonic_ns()
         try:
+            if clean:
+                end = make_events({"ts_ns": stopped_ns, "pid": os.getpid(), "tid": os.getpid(),
+                                   "kind": Kind.END})  # fmt: skip
+                with self.lock:
+                    self.model.apply(end)
             if self.writer is not None:
-                self.writer.close(self.source.lost(), self.source.lost_refused(), clean=clean)
+                self.writer.close(
+                    self.source.lost(), self.source.lost_refused(), clean=clean, at_ns=stopped_ns
+                )
         finally:
             self.source.close()

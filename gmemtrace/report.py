@@ -2,8 +2,10 @@
 (sinks/report_table.py renders it as a table or CSV).
 
 The JSON form is a contract for scripts:
-{"trace": {"kernel", "duration_s", "lost_events", "lost_reasons": {"ring_full",
-           "refused_with_room"}, "pids", "complete", "problem"},
+{"trace": {"kernel", "duration_s" (start to stop of the recording, quiet time included),
+           "lost_events", "lost_reasons": {"ring_full", "refused_with_room"}, "lost_windows",
+           "pids" (those that touched a guest_memfd), "processes": [{"pid", "comm"}],
+           "other_processes_seen", "complete", "problem"},
  "probes": {event: attach point},
  "inodes": [{"ino", "size_pages", "flags", "init", "shared_pages", "private_pages",
              "unknown_pages", "host_faults", "host_faults_refused", "host_faults_beyond_eof",
@@ -53,8 +55,12 @@ def build_report(
     start_ns: int,
     complete: bool = True,
     problem: str = "",
+    now_ns: int | None = None,
 ) -> dict[str, Any]:
-    end_ns = model.last_ns or start_ns
+    """`now_ns`: where a capture still running stands (a live session); a stopped one ends
+    at its END record, one cut short at its last event."""
+    end_ns = now_ns or model.stopped_ns or model.last_ns or start_ns
+    others = len(model.seen_pids - model.pids)
     # An inode number used twice (the first guest_memfd released) appears twice,
     # in order of creation, told apart by "generation".
     states = [*model.retired, *(model.inodes[ino] for ino in sorted(model.inodes))]
@@ -78,7 +84,11 @@ def build_report(
                 [round(max(a - start_ns, 0) / 1e9, 3), round((b - start_ns) / 1e9, 3), n]
                 for a, b, n in model.lost_windows
             ],
+            # the processes that touched a guest_memfd, with their names; how many others
+            # the probes saw (forks and execs: every process, with no pid filter)
             "pids": sorted(model.pids),
+            "processes": [{"pid": p, "comm": model.comms.get(p, "")} for p in sorted(model.pids)],
+            "other_processes_seen": others,
             "complete": complete,
             "problem": problem,
         },

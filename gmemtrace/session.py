@@ -78,7 +78,10 @@ class Session:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(self.poll_s)
-        time.sleep(2 * self.poll_s)  # let the loop drain the command's last events
+        # Everything the command did is in the ring buffer once it has exited: drain it.
+        assert self._capture is not None
+        while self._capture.collector.pump():
+            pass
         return child.returncode
 
     def snapshot(self) -> Trace:
@@ -87,7 +90,7 @@ class Session:
         self._capture.collector.pump()
         events = np.concatenate(self._batches) if self._batches else np.empty(0, EVENT_DTYPE)
         data = TraceData(self._capture.header, events, complete=False, problem="a live session")
-        return Trace(self.output, data, replay(data))
+        return Trace(self.output, data, replay(data), now_ns=time.monotonic_ns())
 
     def __exit__(
         self,

@@ -137,10 +137,13 @@ class TraceWriter:
         with contextlib.suppress(OSError):
             self._file.close()
 
-    def close(self, lost: int, refused: int = 0, clean: bool = True) -> None:
+    def close(
+        self, lost: int, refused: int = 0, clean: bool = True, at_ns: int | None = None
+    ) -> None:
         """Write the lost-event count (`refused`: of those, lost though the ring had room)
-        and, for a clean end, the END event."""
-        me = {"ts_ns": time.monotonic_ns(), "pid": os.getpid(), "tid": os.getpid()}
+        and, for a clean end, the END event, at `at_ns` (now by default): when the recording
+        stopped, the end of its window."""
+        me = {"ts_ns": at_ns or time.monotonic_ns(), "pid": os.getpid(), "tid": os.getpid()}
         tail = [me | {"kind": Kind.LOST, "lost_total": lost, "refused_total": refused}]
         if clean:
             tail.append(me | {"kind": Kind.END})

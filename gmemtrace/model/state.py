@@ -74,6 +74,11 @@ _LATENCY_FIELD = {
 GFN_SPACE = 1 << 52  # guest frame numbers: 64-bit guest physical addresses, 4 KiB pages
 
 
+# Events about a process, not about guest_memfd: a process seen only in these did not
+# touch one (with no pid filter, every fork and exec on the machine is one).
+_PROCESS_ONLY = (Kind.FORK, Kind.EXEC)
+
+
 @dataclass(frozen=True)
 class InodeSummary:
     """One guest_memfd as reports and views show it (page counts as of now)."""
@@ -227,7 +232,10 @@ class Model:
     per_pid: dict[int, dict[str, int]] = field(default_factory=dict)
     per_thread: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
     comms: dict[int, str] = field(default_factory=dict)
-    pids: set[int] = field(default_factory=set)  # every process seen doing guest_memfd work
+    # Processes that touched a guest_memfd (created, mapped, faulted, converted, ran a vCPU
+    # on one), and every process an event came from (forks and execs of traced processes).
+    pids: set[int] = field(default_factory=set)
+    seen_pids: set[int] = field(default_factory=set)
     latency: dict[str, dict[int, int]] = field(default_factory=dict)  # event -> log2(ns) -> n
     lost_events: int = 0
     lost_refused: int = 0  # of those, refused while the ring buffer had room
@@ -237,6 +245,7 @@ class Model:
     first_ns: int | None = None
     last_ns: int | None = None
     ended: bool = False
+    stopped_ns: int | None = None  # when the capture stopped (its END record)
 
     def inode(self, ino: int, ts: int) -> InodeState:
         """The inode's state; one first seen in a page or fault event starts unknown."""
@@ -272,6 +281,7 @@ class Model:
         self.vm_private.pop(pid, None)
         self.comms.pop(pid, None)
         self.pids.discard(pid)
+        self.seen_pids.discard(pid)
         self.bindings = [b for b in self.bindings if b.pid != pid]
         for key in [k for k in self.per_thread if k[0] == pid]:
             del self.per_thread[key]
@@ -303,7 +313,9 @@ class Model:
             times = events["ts_ns"][traced]
             self.first_ns = int(times.min()) if self.first_ns is None else self.first_ns
             self.last_ns = max(self.last_ns or 0, int(times.max()))
-            self.pids.update(np.unique(events["pid"][traced]).tolist())
+            self.seen_pids.update(np.unique(events["pid"][traced]).tolist())
+            touched = traced & ~np.isin(kinds, _PROCESS_ONLY)
+            self.pids.update(np.unique(events["pid"][touched]).tolist())
         # Guest faults by guest physical address are found one by one, in order with the
         # bindings and conversions that say which guest_memfd page each one is.
         by_gpa = (kinds == Kind.GUEST_FAULT) & ((events["flags"] & GUEST_FAULT_BY_GPA) != 0)
@@ -461,6 +473,7 @@ class Model:
                 self.lost_events = total
         elif kind == Kind.END:
             self.ended = True
+            self.stopped_ns = ts
 
     def _apply_guest_fault_by_gpa(self, ev: np.void) -> None:
         """A vCPU's fault on a guest frame: a guest_memfd fault where a memslot binds the

@@ -23,15 +23,23 @@ def to_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def processes_line(trace: dict[str, Any]) -> str:
+    """`qemu-system-x86[1234], python3[1240]; 37 other processes seen`: a name and its pid
+    as one word, so a line too long for the screen breaks between processes, never inside."""
+    named = [
+        f"{p.get('comm') or '?'}[{p['pid']}]".replace(" ", "_")
+        for p in trace.get("processes") or [{"pid": pid} for pid in trace["pids"]]
+    ]
+    line = "processes: " + (", ".join(named) or "none touched a guest_memfd")
+    if others := trace.get("other_processes_seen", 0):
+        line += f"; {others} other process{'es' if others != 1 else ''} seen"
+    return line
+
+
 def to_table(report: dict[str, Any]) -> RenderableType:
     trace = report["trace"]
-    title = (
-        f"gmemtrace report: kernel {trace['kernel']}, {trace['duration_s']:.3f} s, "
-        f"pids {', '.join(map(str, trace['pids'])) or '-'}"
-    )
-    table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0)
-    )
+    title = Text(f"gmemtrace report: kernel {trace['kernel']}, {trace['duration_s']:.3f} s")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
     columns = (
         ("ino", "ino"),
         ("pages", "size_pages"),
@@ -45,7 +53,7 @@ def to_table(report: dict[str, Any]) -> RenderableType:
         table.add_column(header, justify="left" if header == "init" else "right", no_wrap=True)
     for inode in report["inodes"]:
         table.add_row(*(str(inode[key]) for _, key in columns))
-    lines: list[RenderableType] = [table]
+    lines: list[RenderableType] = [title, Text(processes_line(trace)), table]
     lost = trace["lost_events"]
     lines.append(Text(f"lost events: {lost}", style="bold red" if lost else "dim"))
     for first, last, n in trace.get("lost_windows", []):

@@ -174,11 +174,15 @@ def test_coalesced_runs_tell_the_model_what_one_record_per_event_does() -> None:
 def test_a_lost_run_counts_every_event_it_stood_for() -> None:
     # One page of ring buffer (46 records), not drained: random faults fill it, then
     # a sequential stretch makes one fault run and one allocation run of 1,000 pages
-    # each, lost when the next random fault ends them.
+    # each, lost when the next random fault ends them. Runs are per CPU: on one CPU, so
+    # that a busy machine moving this thread mid-stretch cannot leave part of the
+    # sequential run open on the other CPU (a flush at poll would then deliver it).
     src = TracepointSource(
         headers.resolve(), Btf.load(), pids=[os.getpid()], stream_hot=False, ringbuf_pages=1
     )
     wl = Workload("lost-runs")
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
     try:
         gmem = wl.guest_memfd(3000, MMAP | INIT_SHARED)
         host = wl.map(gmem)
@@ -188,6 +192,7 @@ def test_a_lost_run_counts_every_event_it_stood_for() -> None:
         events = src.poll()
         lost = src.lost()
     finally:
+        os.sched_setaffinity(0, cpus)
         wl.close()
         src.close()
     hot = events[np.isin(events["kind"], (Kind.HOST_FAULT, Kind.ALLOC))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,58 @@ def test_a_command_never_outlives_gmemtrace(tmp_path: Path, view: list[str]) -> 
     # Not waited out: gmemtrace ended the group, and says so.
     assert "ended sh" in result.stderr and "with SIGKILL" in result.stderr
     assert _running(marker) == []
+
+
+FORKER = """
+import os, sys, time
+pids = []
+while not os.path.exists(sys.argv[1]):  # until the test says stop: a machine busy forking
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    pids.append(pid)
+    time.sleep(0.01)
+open(sys.argv[2], "w").write(" ".join(map(str, pids)))
+"""
+
+
+def test_a_quiet_recording_reports_its_window_and_no_bystanders(tmp_path: Path) -> None:
+    """`record -d 3` of every process while another process forks: the report spans the
+    3 s recorded (not the first-to-last event), lists no process that touched no
+    guest_memfd, and counts the bystanders as one number."""
+    stop, forked = tmp_path / "stop", tmp_path / "forked"
+    forker = subprocess.Popen([sys.executable, "-c", FORKER, str(stop), str(forked)])
+    try:
+        args = ["record", "-d", "3", "--json", "-o", str(tmp_path / "t.trace")]
+        with Started(args) as recorder:
+            attached = time.monotonic()
+            status, out, err = recorder.finish()
+            ended = time.monotonic()
+    finally:
+        stop.touch()
+        forker.wait(timeout=600)
+    assert status == 0, err
+    trace = json.loads(out[out.rindex('{\n  "trace"') :])["trace"]
+    assert 3.0 <= trace["duration_s"] <= ended - attached + 1.0  # started before the ready line
+    bystanders = {int(p) for p in forked.read_text().split()} | {forker.pid}
+    assert not bystanders & set(trace["pids"]), "a process that only forked is not listed"
+    assert trace["other_processes_seen"] >= 1
+    assert [p["pid"] for p in trace["processes"]] == trace["pids"]
+    table = run("report", str(tmp_path / "t.trace"))
+    assert table.returncode == 0, table.stderr
+    assert f"{trace['duration_s']:.3f} s" in table.stdout
+
+
+def test_the_report_names_the_processes_that_used_a_guest_memfd(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    result = run(
+        "record", "-o", str(tmp_path / "t.trace"), "--json", "--",
+        *GMEMTRACE, "workload", "mixed", "-q", "-o", str(truth),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout[result.stdout.rindex('{\n  "trace"') :])["trace"]
+    vmm = json.loads(truth.read_text())["pid"]
+    assert vmm in trace["pids"]
+    (entry,) = [p for p in trace["processes"] if p["pid"] == vmm]
+    assert entry["comm"] == Path(sys.executable).name[:15]

@@ -138,3 +138,22 @@ def test_an_inode_number_reused_after_release_is_two_inodes() -> None:
     assert (first["host_faults"], first["pages_freed"], first["init"]) == (1, 1, "shared")
     assert (second["ino"], second["generation"], second["init"]) == (77, 1, "private")
     assert second["host_faults_refused"] == 1 and second["host_faults"] == 0
+
+
+def test_headless_report_header_never_breaks_inside_a_field() -> None:
+    """Many processes on an 80-column console: the header breaks between processes only,
+    and the duration is the recording's window (END record), not first-to-last event."""
+    report = report_file(TRACE)
+    trace = report["trace"]
+    trace["processes"] = [{"pid": 100000 + n, "comm": f"qemu-vm{n}"} for n in range(40)]
+    trace["pids"] = [p["pid"] for p in trace["processes"]]
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(to_table(report))
+    text = console.export_text()
+    for n in range(40):
+        assert f"qemu-vm{n}[{100000 + n}]" in text, "each name[pid] whole on one line"
+    assert all(len(line) <= 80 for line in text.splitlines())
+    data = gmemtrace.read_trace(TRACE)
+    window = (data.model.stopped_ns or 0) - data.data.header.start_ns
+    assert data.duration_s == round(window / 1e9, 6) > 0
+    assert data.model.stopped_ns is not None and data.model.stopped_ns >= (data.model.last_ns or 0)
