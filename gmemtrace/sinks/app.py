@@ -64,7 +64,7 @@ HISTORY_COUNTERS = (
 )
 PAGES_PER_ROW = 64
 MAX_STRIP_ROWS = 16  # a map's lines at most, however large the guest_memfd
-MAX_CHART_ROWS = 3  # a history chart's lines at most
+MAX_CHART_ROWS = 60  # a history chart's lines at most: the screen's spare rows go there
 WIDE = 150  # columns from which the threads' table fits beside the inodes'
 
 HELP = """\
@@ -172,8 +172,14 @@ class Maps(Widget):
         spare = height - 1 - fit * lines_each
         rows = self.strip_rows(shown, states[selected], width, spare)
         spare -= sum(rows.values()) - len(rows)
-        # What the maps cannot use makes the history charts taller.
-        chart = 1 + min(MAX_CHART_ROWS - 1, spare // len(shown)) if lines_each >= 3 else 1
+        # What the maps cannot use makes the history charts taller (the first ones take
+        # what does not divide evenly): no row left blank.
+        chart = {
+            s.ino: 1 + min(MAX_CHART_ROWS - 1, spare // len(shown) + (i < spare % len(shown)))
+            if lines_each >= 3
+            else 1
+            for i, s in enumerate(shown)
+        }
         parts: list[RenderableType] = []
         for i, state in enumerate(shown, start=first):
             label, strip = board.strip_lines(state, width, rows[state.ino], stretch=True)
@@ -184,7 +190,7 @@ class Maps(Widget):
                 label.stylize("reverse", 0, len(label))
             parts.extend([label, Padding(strip, (0, 0, 0, 2))])
             if lines_each >= 3:
-                parts.extend(self.history_lines(state.ino, width, chart))
+                parts.extend(self.history_lines(state.ino, width, chart[state.ino]))
             if lines_each == 4:
                 parts.append(ranges_line(state))
         footer = Text(no_wrap=True, overflow="ellipsis")
@@ -211,11 +217,15 @@ class Maps(Widget):
         return rows
 
     def history_lines(self, ino: int, width: int, rows: int) -> list[Text]:
-        """Host, refused and guest faults a second over the last minute, side by side."""
+        """Host, refused and guest faults a second over the last minute, side by side: each
+        label and its number, then its chart right beside them (oldest second first)."""
         series = self.live.history.inodes.get(ino, {})
-        span = max(8, min(HISTORY_S, (width - 3 * 16) // 3))
+        label = max(len(short) for short, _ in HISTORY_COUNTERS) + 3  # "ref/s"
+        number = 7
+        span = max(8, min(HISTORY_S, (width - 2) // len(HISTORY_COUNTERS) - label - number - 3))
         charts = {name: list(series.get(name, [])) for _, name in HISTORY_COUNTERS}
-        drawn = {name: sparkline(values, span, rows) for name, values in charts.items()}
+        drawn = {name: sparkline(values[-span:], len(values[-span:]) or 1, rows)
+                 for name, values in charts.items()}  # fmt: skip
         lines = []
         for row in range(rows):
             last = row == rows - 1
@@ -223,10 +233,11 @@ class Maps(Widget):
             for short, name in HISTORY_COUNTERS:
                 values = charts[name]
                 style = "red" if short == "ref" and any(values) else "cyan"
-                text.append(f"{short}/s " if last else " " * (len(short) + 3), style="dim")
-                text.append(drawn[name][row], style=style)
-                now = f" {values[-1] if values else 0:>6.0f}  "
-                text.append(now if last else " " * len(now))
+                text.append(f"{short + '/s':<{label}}" if last else " " * label, style="dim")
+                now = f"{values[-1] if values else 0:>{number - 1}.0f} "
+                text.append(now if last else " " * number)
+                text.append(f"{drawn[name][row]:<{span}}", style=style)
+                text.append("   ")
             lines.append(text)
         return lines
 
@@ -246,7 +257,10 @@ class PageMap(Screen[None]):
     """One guest_memfd at page resolution: every page a cell, rows of 64 with their offset,
     then its ranges of pages with their state and where it comes from."""
 
-    BINDINGS: ClassVar = [Binding("escape,q,enter", "app.pop_screen", "back")]
+    BINDINGS: ClassVar = [
+        Binding("escape,enter", "app.pop_screen", "back"),
+        Binding("q", "app.quit_view", "quit"),  # q quits from every screen
+    ]
 
     def __init__(self, app: LiveApp, ino: int) -> None:
         super().__init__()
@@ -305,7 +319,10 @@ class PageMap(Screen[None]):
 
 
 class Help(ModalScreen[None]):
-    BINDINGS: ClassVar = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
+    BINDINGS: ClassVar = [
+        Binding("escape,question_mark", "app.pop_screen", "close"),
+        Binding("q", "app.quit_view", "quit"),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Static(HELP.format(sorts=", ".join(SORT_ORDER)), id="help")
@@ -320,11 +337,11 @@ class LiveApp(App[None]):
     CSS = """
     Screen { overflow: hidden; }
     #header { height: 2; }
-    #maps { height: auto; max-height: 65%; min-height: 4; overflow: hidden; }
+    #maps { height: 1fr; min-height: 4; overflow: hidden; }
     #tables { height: auto; max-height: 35%; }
     #inode-table { width: auto; height: auto; margin-right: 2; }
     #thread-table { width: 1fr; height: auto; }
-    #logs { height: 1fr; min-height: 2; }
+    #logs { height: auto; min-height: 2; max-height: 40%; }
     #recent { width: 2fr; }
     #latency { width: 1fr; }
     #output { height: 5; display: none; border-top: solid $secondary; }
@@ -420,20 +437,24 @@ class LiveApp(App[None]):
         if threads.display:
             keep = lambda pid: matches(model, pid, self.filter)  # noqa: E731
             threads.update(board.thread_table(min(rows, 8), keep) if model.per_thread else "")
-        log_rows = max(2, self.query_one("#logs").size.height - 1)
+        # The log and histograms as long as their content, up to a quarter of what is left
+        # once the fixed rows are drawn; the maps take every other row (their charts grow).
+        log_rows = max(2, (height - 12) // 4)
         recent = board.recent(log_rows)
         self.query_one("#recent", Static).update(
             Group(Text("recent conversions and refused faults", style="bold"), *recent)
             if recent
             else Text("no conversion or refused fault yet", style="dim")
         )
-        self.query_one("#latency", Static).update(Group(*board.histograms(log_rows + 1, 60)))
+        latency_width = max(self.size.width // 3 - 1, 20)  # its column: 1fr of 3
+        self.query_one("#latency", Static).update(
+            Group(*board.histograms(log_rows + 1, latency_width))
+        )
 
     def header(self, board: Dashboard) -> list[Text]:
         first, second = board.header(self.size.width)
-        (spark,) = sparkline(
-            list(self.history.events), min(HISTORY_S, max(10, self.size.width // 5))
-        )
+        recent = list(self.history.events)[-min(HISTORY_S, max(10, self.size.width // 5)) :]
+        (spark,) = sparkline(recent, len(recent) or 1)  # beside its label, not padded away
         first.append("  last minute ", style="dim")
         first.append(spark, style="cyan")
         second.append(f"  sort {self.view.info.sort}", style="bold")

@@ -220,9 +220,11 @@ class Dashboard:
             lines.append(Text(f"{event} latency", style="bold"))
             top = max(hist.values())
             for slot in sorted(hist)[: max(rows - len(lines), 0)]:
-                bar = "#" * max(1, int(hist[slot] / top * min(30, width - 40)))
                 low, high = 1 << slot, (1 << (slot + 1)) - 1
-                lines.append(Text(f"  {_ns(low):>8} .. {_ns(high):<8} {hist[slot]:>6} {bar}"))
+                bucket = f" {_ns(low):>5}..{_ns(high):<5} {hist[slot]:>6} "
+                room = min(30, max(1, width - len(bucket)))  # one line, whatever the width
+                bar = "#" * max(1, int(hist[slot] / top * room))
+                lines.append(Text(bucket + bar, no_wrap=True, overflow="crop"))
         return lines[:rows]
 
 

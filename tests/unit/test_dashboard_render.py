@@ -5,6 +5,7 @@ in tests/kernel/test_live_app_kernel.py."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import gmemtrace
 from gmemtrace.collector import Collector
 from gmemtrace.model.state import Model
 from gmemtrace.replay import ReplaySource
-from gmemtrace.sinks.app import LiveApp, Maps, sparkline
+from gmemtrace.sinks.app import SPARK, Help, LiveApp, Maps, PageMap, sparkline
 from gmemtrace.sinks.console import make_console
 from gmemtrace.sinks.dashboard import ViewInfo
 from gmemtrace.sinks.strip import FULL, PLAIN_GLYPHS, REFUSED, ShareabilityStrip
@@ -44,10 +45,11 @@ def run_app(
     size: tuple[int, int],
     check: Callable[[LiveApp, object], Awaitable[None]],
     lost: int = 0,
+    path: Path = TRACE,
     **info: object,
 ) -> None:
     """The app over the whole recorded trace, its rates over 2 s: `check(app, pilot)`."""
-    data = read_trace_file(TRACE)
+    data = read_trace_file(path)
     clock = Clock()
     collector = Collector(ReplaySource(data, speed=1e12))
     view_info = ViewInfo(data.header.kernel, data.header.probes, "pid 42 (qemu)", 0.0, 0)
@@ -218,3 +220,45 @@ def test_a_resize_lays_the_view_out_again() -> None:
         assert "pid" in text and "tid" in text, "wide enough: the threads' table beside"
 
     run_app((80, 24), check)
+
+
+STORM = Path(gmemtrace.__file__).parent / "data" / "fault-storm.trace"
+SPARK_CELLS = "".join(c for c in SPARK if c.strip())
+
+
+@pytest.mark.parametrize("path", [TRACE, STORM], ids=["three-guest_memfds", "one"])
+@pytest.mark.parametrize("size", [(80, 24), (160, 50), (250, 70)])
+def test_every_size_is_used_and_no_line_wraps(path: Path, size: tuple[int, int]) -> None:
+    """At least 90% of the rows carry content (the maps' history charts take what is
+    left); table headers whole; a latency bucket on one line; each history chart right
+    beside its label and number."""
+
+    async def check(app: LiveApp, pilot: object) -> None:
+        lines = screen_text(app).splitlines()
+        used = sum(1 for line in lines if line.strip())
+        assert used >= 0.9 * size[1], "\n".join(lines)
+        assert all(len(line) <= size[0] for line in lines)
+        header = next(line for line in lines if line.lstrip().startswith("inode "))
+        for column in ("host/s", "ref/s", "guest/s", "host", "refused"):
+            assert column in header.split(), header
+        buckets = [line for line in lines if re.search(r"\d+(ns|us|ms|s)\.\.\d", line)]
+        assert buckets and all("#" in line for line in buckets), "each bucket, bar and all"
+        beside = re.compile(rf"host/s +\d+ [{SPARK_CELLS}]")
+        assert any(beside.search(line) for line in lines), "a chart beside its number"
+
+    run_app(size, check, path=path)
+
+
+@pytest.mark.parametrize("screen", ["enter", "question_mark"], ids=["page-map", "help"])
+def test_q_quits_from_every_screen_and_escape_goes_back(screen: str) -> None:
+    async def check(app: LiveApp, pilot: object) -> None:
+        await pilot.press(screen)  # type: ignore[attr-defined]
+        assert isinstance(app.screen, (PageMap, Help))
+        await pilot.press("escape")  # type: ignore[attr-defined]
+        assert not isinstance(app.screen, (PageMap, Help))
+        await pilot.press(screen)  # type: ignore[attr-defined]
+        await pilot.press("q")  # type: ignore[attr-defined]
+        await pilot.pause(0.1)  # type: ignore[attr-defined]
+        assert not app.is_running, "q ended the app, not just the screen"
+
+    run_app((120, 40), check)
