@@ -153,16 +153,21 @@ if SW_PROTECTED:
 
     def test_guest_faults_equal_what_bpftrace_counts_in_the_same_run(tmp_path: Path) -> None:
         """Any command under `gmemtrace record`: its guest faults are the kvm_gmem_get_pfn calls."""
+        # BEGIN runs once every probe is attached: its line is the fact to wait for.
+        script = 'BEGIN { printf("attached\\n"); } kprobe:kvm_gmem_get_pfn { @calls = count(); }'
         counter = subprocess.Popen(
-            ["bpftrace", "-e", "kprobe:kvm_gmem_get_pfn { @calls = count(); }"],
+            ["bpftrace", "-e", script],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         try:
             assert counter.stdout is not None
-            assert "Attaching" in counter.stdout.readline()
-            time.sleep(1)
+            for line in counter.stdout:
+                if line.strip() == "attached":
+                    break
+            else:
+                pytest.fail("bpftrace ended before attaching")
             script = "gmemtrace workload coco -q --rounds 3 && gmemtrace workload coco -q"
             trace = tmp_path / "any.trace"
             result = gmemtrace(
@@ -203,9 +208,24 @@ def test_the_exporter_serves_what_the_function_tier_sees(tmp_path: Path) -> None
         done = gmemtrace("workload", scenario, "-q", "-o", str(truth_file))
         assert done.returncode == 0, done.stderr
         truth = json.loads(truth_file.read_text())
-        time.sleep(1)
-        with urllib.request.urlopen(url[1], timeout=10) as response:
-            scrape = response.read().decode()
+
+        def scraped() -> str:
+            with urllib.request.urlopen(url[1], timeout=60) as response:
+                return str(response.read().decode())
+
+        # The workload's last event is each guest_memfd's release: once the scrape shows
+        # them all released, everything before them has been counted.
+        deadline = time.monotonic() + 600
+        while True:
+            scrape = scraped()
+            lines = [ln for ln in scrape.splitlines() if ln.startswith("gmemtrace_released{")]
+            if all(
+                any(f'ino="{i["ino"]}"' in ln and ln.endswith(" 1.0") for ln in lines)
+                for i in truth["inodes"]
+            ):
+                break
+            assert time.monotonic() < deadline, "the exporter never saw the releases"
+            time.sleep(0.2)
     finally:
         exporter.send_signal(signal.SIGTERM)
         assert exporter.wait(timeout=60) == 0
