@@ -60,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     view = subprocess.Popen(
         [*GMEMTRACE, "--pid", str(workload.pid), "--json", "-i", "60"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(5)  # attached (compiling takes about a second)
+    assert view.stderr is not None
+    ready = view.stderr.readline()  # "Tracing pid N... Ctrl-C to end.": every probe attached
+    if not ready.rstrip().endswith("Ctrl-C to end."):
+        raise SystemExit(f"soak: the view did not attach: {ready}{view.stderr.read()}")
     started = time.monotonic()
     workload.send_signal(signal.SIGUSR1)
     samples = []
