@@ -7,7 +7,6 @@ so the model and the recording agree on them.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from gmemtrace.events import Kind, make_events
 from gmemtrace.model.state import Model
-from gmemtrace.tracefile import TraceWriteError, TraceWriter
+from gmemtrace.tracefile import TraceWriteError, TraceWriter, collector_records
 
 
 class EventSource(Protocol):
@@ -58,16 +56,8 @@ class Collector:
             # The kernel dropped events since the last pump: say how many in all, and
             # from when (arg), so that the model knows which window's counts are low.
             self._lost_reported = lost
-            marker = make_events(
-                {
-                    "ts_ns": now,
-                    "pid": os.getpid(),
-                    "tid": os.getpid(),
-                    "kind": Kind.LOST,
-                    "lost_total": lost,
-                    "refused_total": self.source.lost_refused(),
-                    "since_ns": self._last_pump_ns,
-                }
+            marker = collector_records(
+                lost, self.source.lost_refused(), self._last_pump_ns, at_ns=now
             )
             batch = np.concatenate([batch, marker])
         self._last_pump_ns = now
@@ -102,18 +92,16 @@ class Collector:
             pass
 
     def finish(self, clean: bool = True) -> None:
-        """Close the recording (lost count, end marker) and detach the probes. The end
-        marker's time, also given to the model, is where the recording's window closes."""
-        stopped_ns = time.monotonic_ns()
+        """Close the recording and detach the probes. Its tail (the lost count and, for a
+        clean end, the END record whose time closes the recording's window) goes to the
+        model and the file alike."""
         try:
-            if clean:
-                end = make_events({"ts_ns": stopped_ns, "pid": os.getpid(), "tid": os.getpid(),
-                                   "kind": Kind.END})  # fmt: skip
-                with self.lock:
-                    self.model.apply(end)
+            tail = collector_records(
+                self.source.lost(), self.source.lost_refused(), self._last_pump_ns, end=clean
+            )
+            with self.lock:
+                self.model.apply(tail)
             if self.writer is not None:
-                self.writer.close(
-                    self.source.lost(), self.source.lost_refused(), clean=clean, at_ns=stopped_ns
-                )
+                self.writer.close(tail)
         finally:
             self.source.close()

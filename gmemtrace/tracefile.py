@@ -137,19 +137,26 @@ class TraceWriter:
         with contextlib.suppress(OSError):
             self._file.close()
 
-    def close(
-        self, lost: int, refused: int = 0, clean: bool = True, at_ns: int | None = None
-    ) -> None:
-        """Write the lost-event count (`refused`: of those, lost though the ring had room)
-        and, for a clean end, the END event, at `at_ns` (now by default): when the recording
-        stopped, the end of its window."""
-        me = {"ts_ns": at_ns or time.monotonic_ns(), "pid": os.getpid(), "tid": os.getpid()}
-        tail = [me | {"kind": Kind.LOST, "lost_total": lost, "refused_total": refused}]
-        if clean:
-            tail.append(me | {"kind": Kind.END})
-        self.write(make_events(*tail))
+    def close(self, tail: np.ndarray) -> None:
+        """Write the recording's tail (collector_records()) and close the file."""
+        self.write(tail)
         self._writer.close()
         self._file.close()
+
+
+def collector_records(
+    lost: int, refused: int, since_ns: int, end: bool = False, at_ns: int | None = None
+) -> np.ndarray:
+    """The collector's own records, at `at_ns` (now by default): the lost-event count so far
+    (`refused`: of those, lost though the ring had room; `since_ns`: since when the latest
+    went) and, with `end`, the END record of a clean stop, whose time closes the recording's
+    window. A recording's tail is both."""
+    me = {"ts_ns": at_ns or time.monotonic_ns(), "pid": os.getpid(), "tid": os.getpid()}
+    records = [me | {"kind": Kind.LOST, "lost_total": lost, "refused_total": refused,
+                     "since_ns": since_ns}]  # fmt: skip
+    if end:
+        records.append(me | {"kind": Kind.END})
+    return make_events(*records)
 
 
 def _column(events: np.ndarray, name: str) -> pa.Array:

@@ -51,34 +51,3 @@ def kvm_ready() -> None:
 def bpf_ready(kvm_ready: None) -> None:
     """Everything doctor requires for tracing: privileges, bcc, headers, tracefs, tracepoints."""
     _require(missing_bpf())
-
-
-def bpf_program_ids() -> set[int]:
-    import json
-    import subprocess
-
-    out = subprocess.run(
-        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    return {int(p["id"]) for p in json.loads(out)}
-
-
-def programs_left(before: set[int], timeout_s: float = 5.0) -> set[int]:
-    """BPF programs loaded since `before` that are still there after `timeout_s`: the kernel
-    frees a program whose raw-tracepoint link was closed a moment later (RCU), not at once."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while (left := bpf_program_ids() - before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
-def bpf_map_ids() -> set[int]:
-    import json
-    import subprocess
-
-    out = subprocess.run(
-        ["bpftool", "map", "show", "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    return {int(m["id"]) for m in json.loads(out)}

@@ -64,6 +64,18 @@ def loaded_ids(kind: str) -> set[int]:
     return {int(p["id"]) for p in json.loads(out)}
 
 
+def loaded_since(before: Owned, timeout_s: float = SAFETY_S) -> Owned:
+    """What was loaded since `before` (everything_loaded()) and is still there once it is all
+    gone or `timeout_s` passed: for a machine of the test's own (the lab's guest), where a
+    command run under `record` leaves no process to ask."""
+    now = everything_loaded()
+    return still_loaded(Owned(now.programs - before.programs, now.maps - before.maps), timeout_s)
+
+
+def everything_loaded() -> Owned:
+    return Owned(frozenset(loaded_ids("prog")), frozenset(loaded_ids("map")))
+
+
 def still_loaded(owned: Owned, timeout_s: float = SAFETY_S) -> Owned:
     """What of `owned` the kernel still has, once it is all gone or `timeout_s` passed
     (a program whose raw-tracepoint link closed is freed a moment later, after RCU)."""

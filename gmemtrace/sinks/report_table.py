@@ -26,12 +26,9 @@ def to_csv(report: dict[str, Any]) -> str:
 def processes_line(trace: dict[str, Any]) -> str:
     """`qemu-system-x86[1234], python3[1240]; 37 other processes seen`: a name and its pid
     as one word, so a line too long for the screen breaks between processes, never inside."""
-    named = [
-        f"{p.get('comm') or '?'}[{p['pid']}]".replace(" ", "_")
-        for p in trace.get("processes") or [{"pid": pid} for pid in trace["pids"]]
-    ]
+    named = [f"{p['comm'] or '?'}[{p['pid']}]".replace(" ", "_") for p in trace["processes"]]
     line = "processes: " + (", ".join(named) or "none touched a guest_memfd")
-    if others := trace.get("other_processes_seen", 0):
+    if others := trace["other_processes_seen"]:
         line += f"; {others} other process{'es' if others != 1 else ''} seen"
     return line
 

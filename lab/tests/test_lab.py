@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import bpf_program_ids, programs_left
 from tests.kernel.test_trace_kernel import assert_matches_truth
+from tests.tracing import READY, Owned, everything_loaded, loaded_since, owned_bpf, still_loaded
 
 KERNEL = os.environ.get("GMEMTRACE_LAB_KERNEL", "")
 if not KERNEL:
@@ -92,10 +92,10 @@ def test_probes_take_the_function_tier_and_say_why_not_fentry() -> None:
 @pytest.mark.parametrize("tier", [None, "tracepoint"], ids=["function", "tracepoint"])
 def test_fallocate_and_punch_equal_the_ground_truth(tmp_path: Path, tier: str | None) -> None:
     """guest_memfd without mmap or memslots, as every kernel with it has it."""
-    before = bpf_program_ids()
+    before = everything_loaded()  # the guest is this test's own: nothing else loads BPF
     report, truth, trace = record(tmp_path, tier, "fallocate")
     assert_matches_truth(report, truth, trace)
-    assert not programs_left(before), "every probe (kprobes too) detached at the end"
+    assert loaded_since(before) == Owned(), "every probe (kprobes too) detached at the end"
     if tier is None:
         assert report["probes"]["punch"] == "kprobe: kprobe:kvm_gmem_fallocate"
         released = gmemtrace_events(trace, "release")
@@ -192,7 +192,6 @@ def test_the_exporter_serves_what_the_function_tier_sees(tmp_path: Path) -> None
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    before = bpf_program_ids()
     exporter = subprocess.Popen(
         [*GMEMTRACE, "exporter", "--listen", "127.0.0.1:0", "--keep-released", "600"],
         stderr=subprocess.PIPE,
@@ -202,7 +201,8 @@ def test_the_exporter_serves_what_the_function_tier_sees(tmp_path: Path) -> None
         assert exporter.stderr is not None
         ready = exporter.stderr.readline()
         url = re.search(r"(http://\S+/metrics)", ready)
-        assert url, ready
+        assert url and READY in ready, ready
+        owned = owned_bpf(exporter.pid)
         scenario = "coco" if SW_PROTECTED else "fallocate"
         truth_file = tmp_path / "truth.json"
         done = gmemtrace("workload", scenario, "-q", "-o", str(truth_file))
@@ -229,7 +229,7 @@ def test_the_exporter_serves_what_the_function_tier_sees(tmp_path: Path) -> None
     finally:
         exporter.send_signal(signal.SIGTERM)
         assert exporter.wait(timeout=60) == 0
-    assert not programs_left(before), "the exporter's probes went with it"
+    assert owned.programs and still_loaded(owned) == Owned(), "its probes went with it"
     samples = [s for f in text_string_to_metric_families(scrape) for s in f.samples]
 
     def value(name: str, ino: int, **labels: str) -> float:

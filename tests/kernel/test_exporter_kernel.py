@@ -25,11 +25,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gmemtrace.events import COUNTERS
-from tests.tracing import SAFETY_S, Owned, leftovers_of_session, owned_bpf, still_loaded
+from tests.tracing import READY, SAFETY_S, Owned, leftovers_of_session, owned_bpf, still_loaded
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
-READY = "Ctrl-C to end."
 DASHBOARD = Path(__file__).parents[2] / "contrib" / "grafana-dashboard.json"
 
 # Ground-truth counter -> the PromQL that reads it per inode from what Prometheus stored.

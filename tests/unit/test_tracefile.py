@@ -18,6 +18,7 @@ from gmemtrace.tracefile import (
     TraceFileError,
     TraceHeader,
     TraceWriter,
+    collector_records,
     read_trace_file,
 )
 
@@ -44,7 +45,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     writer = TraceWriter(path, header())
     writer.write(events(10))
     writer.write(events(5, Kind.FREE))
-    writer.close(lost=3)
+    writer.close(collector_records(3, 0, 0, end=True))
     data = read_trace_file(path)
     assert data.complete and data.problem == ""
     assert data.header == header()
@@ -57,7 +58,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
 
 def test_files_are_private_and_never_follow_symlinks(tmp_path: Path) -> None:
     path = tmp_path / "t.trace"
-    TraceWriter(path, header()).close(lost=0)
+    TraceWriter(path, header()).close(collector_records(0, 0, 0, end=True))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     target = tmp_path / "victim"
     target.write_text("keep")
@@ -85,7 +86,7 @@ def test_every_truncation_reads_a_prefix_or_fails_cleanly(tmp_path: Path) -> Non
     writer = TraceWriter(whole, header())
     for _ in range(3):
         writer.write(events(4))
-    writer.close(lost=0)
+    writer.close(collector_records(0, 0, 0, end=True))
     raw = whole.read_bytes()
     cut = tmp_path / "cut.trace"
     sizes = set()
