@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,8 +244,7 @@ class Model:
     events_applied: int = 0  # faults and page events count their pages (a run counts as many)
     first_ns: int | None = None
     last_ns: int | None = None
-    ended: bool = False
-    stopped_ns: int | None = None  # when the capture stopped (its END record)
+    stopped_ns: int | None = None  # when the capture stopped cleanly (its END record)
 
     def inode(self, ino: int, ts: int) -> InodeState:
         """The inode's state; one first seen in a page or fault event starts unknown."""
@@ -285,6 +284,15 @@ class Model:
         self.bindings = [b for b in self.bindings if b.pid != pid]
         for key in [k for k in self.per_thread if k[0] == pid]:
             del self.per_thread[key]
+
+    def forget_bystanders(self, alive: Callable[[int], bool]) -> None:
+        """Drop the processes that only forked or exec'd (no guest_memfd) and are gone: with
+        no pid filter, every process of the machine passes through, and an agent that runs
+        for weeks must not keep them."""
+        for pid in self.seen_pids - self.pids:
+            if not alive(pid):
+                self.seen_pids.discard(pid)
+                self.comms.pop(pid, None)
 
     def take_logs(self) -> tuple[list[Conversion], list[MemoryFaultExit]]:
         """The conversions and memory fault exits since the last call, and the logs emptied
@@ -472,7 +480,6 @@ class Model:
                 self.lost_windows.append((since, ts, total - self.lost_events))
                 self.lost_events = total
         elif kind == Kind.END:
-            self.ended = True
             self.stopped_ns = ts
 
     def _apply_guest_fault_by_gpa(self, ev: np.void) -> None:

@@ -278,6 +278,7 @@ class Fleet:
                 del self._pids_gone[pid]
                 model.forget_process(pid)
                 self._forget_series((("pid", str(pid)),))
+        model.forget_bystanders(alive)
 
     def _forget_series(self, labels: Labels) -> None:
         """Drop every kept series carrying all of `labels`."""

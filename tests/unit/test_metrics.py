@@ -226,3 +226,19 @@ def test_the_readme_table_lists_every_metric() -> None:
         name for row in rows for name in re.findall(r"`(gmemtrace_[a-z_]+)`", row.split("|")[1])
     }
     assert listed == {m.name for m in METRICS}
+
+
+def test_processes_that_only_forked_are_counted_then_forgotten_once_gone() -> None:
+    """With no pid filter every fork of the machine reaches the model: the report counts
+    them as one number, and a long-running agent forgets those that are gone."""
+    model = Model()
+    gone, living = 999_999_991, os.getpid()
+    model.apply(
+        make_events(
+            {"pid": gone, "tid": gone, "kind": Kind.FORK, "ts_ns": 1, "comm": b"sh"},
+            {"pid": living, "tid": living, "kind": Kind.EXEC, "ts_ns": 2, "comm": b"make"},
+        )
+    )
+    assert model.pids == set() and model.seen_pids == {gone, living}
+    model.forget_bystanders(lambda pid: pid == living)
+    assert model.seen_pids == {living} and gone not in model.comms
