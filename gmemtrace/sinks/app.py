@@ -12,6 +12,7 @@ collects; it attaches nothing.
 
 from __future__ import annotations
 
+import signal
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,6 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.geometry import Size
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Input, RichLog, Static
@@ -134,23 +134,13 @@ def matches(model: Model, pid: int | None, wanted: str) -> bool:
 
 class Maps(Widget):
     """The guest_memfds' shareability maps, one above the other, with their history; the
-    selected one marked. As many as fit, the selection kept in sight; room left over makes
-    the maps finer (more lines each, fewer pages a cell)."""
+    selected one marked. It takes the rows the other panels leave; as many maps as fit, the
+    selection kept in sight; room left over makes the maps finer (more lines each, fewer
+    pages a cell), then their history charts taller."""
 
     def __init__(self, app: LiveApp) -> None:
         super().__init__(id="maps")
         self.live = app
-
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        """What it would use: every guest_memfd at up to MAX_STRIP_ROWS lines of map and
-        MAX_CHART_ROWS of history (its CSS max-height leaves the rest of the screen to the
-        tables and the log)."""
-        states = self.live.shown()
-        width = max(width - 2, 8)
-        return 1 + sum(
-            2 + MAX_CHART_ROWS + ShareabilityStrip.rows_for(s.size_pages, width, MAX_STRIP_ROWS)
-            for s in states
-        )
 
     def render(self) -> RenderableType:
         board, states = self.live.board(), self.live.shown()
@@ -224,8 +214,8 @@ class Maps(Widget):
         number = 7
         span = max(8, min(HISTORY_S, (width - 2) // len(HISTORY_COUNTERS) - label - number - 3))
         charts = {name: list(series.get(name, [])) for _, name in HISTORY_COUNTERS}
-        drawn = {name: sparkline(values[-span:], len(values[-span:]) or 1, rows)
-                 for name, values in charts.items()}  # fmt: skip
+        # Only what there is: a chart starts beside its number, however little history.
+        drawn = {name: sparkline(v, min(len(v), span) or 1, rows) for name, v in charts.items()}
         lines = []
         for row in range(rows):
             last = row == rows - 1
@@ -403,6 +393,12 @@ class LiveApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # Textual suspends on SIGTSTP and restarts its terminal output on SIGCONT. The view
+        # offers no suspend, and a terminal that goes away sends SIGHUP then SIGCONT: the
+        # restart on a dead terminal left Textual's shutdown waiting forever on a writer
+        # that would never drain, with every probe still attached. Default actions, then.
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)
         self.set_interval(self.view.pump_s, self._tick)
         self.redraw()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from gmemtrace.capture import Capture
 from gmemtrace.kernel.procfs import comm_of
 from gmemtrace.live import Options, view_of
 from gmemtrace.sinks.app import Help, Maps, PageMap
-from tests.tracing import SAFETY_S
+from tests.tracing import SAFETY_S, Owned, owned_bpf, still_loaded, wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 GMEMTRACE = [sys.executable, "-m", "gmemtrace"]
@@ -134,7 +135,13 @@ def _start_in_tmux(session: str, size: tuple[int, int], command: str, done: Path
     """`command` in a detached tmux session of `size`; its exit status goes to `done`."""
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (make setup installs it)")
-    shell = f"cd {shlex.quote(os.getcwd())} && {command}; echo exit=$? > {done}; sleep 30"
+    # Under pytest, readline has put LINES=24 and COLUMNS=80 into the process environment
+    # (below os.environ): a tmux server started from here passes them on, and the app
+    # would believe them rather than the pane's size.
+    shell = (
+        f"unset LINES COLUMNS; cd {shlex.quote(os.getcwd())} && {command}; "
+        f"echo exit=$? > {done}; sleep 30"
+    )
     _tmux("new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), shell)
 
 
@@ -151,9 +158,11 @@ def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple
     _start_in_tmux(session, size, shlex.join([*GMEMTRACE, "--", "sh", "-c", VMMS]), done)
     try:
         deadline = time.monotonic() + SAFETY_S
-        # The app's first frames may be drawn in parts: wait for a whole one.
+        # The app's first frames may be drawn in parts, or before it has the terminal's
+        # size: wait for a whole one, the keys on the last row.
         while not (
-            "ino " in (screen := _tmux("capture-pane", "-p", "-t", session)) and "q quit" in screen
+            "ino " in (screen := _tmux("capture-pane", "-p", "-t", session))
+            and "q quit" in screen.splitlines()[-1]
         ):
             assert time.monotonic() < deadline, screen
             time.sleep(0.3)
@@ -169,6 +178,59 @@ def test_q_quits_with_the_summary_in_a_real_terminal(tmp_path: Path, size: tuple
     assert "ended sh" in final, "the command was ended, and gmemtrace said so"
 
 
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)], ids=["80x24", "160x50"])
+def test_a_one_inode_storm_fills_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
+    """In tmux, during a storm on one guest_memfd: at least 90% of the rows carry content
+    once the storm is on screen, and at 80 columns the tables' headers and the histogram
+    buckets are whole lines (nothing wrapped onto the next row)."""
+    session = f"gmemtrace-fill-{os.getpid()}-{size[0]}"
+    done = tmp_path / "done"
+    storm = [*GMEMTRACE, "workload", *STORM]
+    _start_in_tmux(session, size, shlex.join([*GMEMTRACE, "--", *storm]), done)
+    try:
+        deadline = time.monotonic() + SAFETY_S
+        # A whole frame at the terminal's size (the keys on its last row: Textual's first
+        # frames may come before it has the size) with the storm's rate in its history.
+        while not (
+            "q quit" in (screen := _tmux("capture-pane", "-p", "-t", session)).splitlines()[-1]
+            and re.search(r"host/s +[1-9]\d* ", screen)
+        ):
+            assert time.monotonic() < deadline, screen
+            time.sleep(0.3)
+        _tmux("send-keys", "-t", session, "q")
+        _wait_for(done, deadline)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    lines = screen.splitlines()
+    used = sum(1 for line in lines if line.strip())
+    assert used >= 0.9 * size[1], screen
+    header = next(line for line in lines if line.lstrip().startswith("inode "))
+    assert "refused" in header.split(), header
+    assert done.read_text().strip() == "exit=0"
+
+
+def test_a_terminal_that_goes_away_ends_the_view_and_frees_its_probes(tmp_path: Path) -> None:
+    """Closing the terminal (tmux kill-session: SIGHUP, then SIGCONT) ends gmemtrace and
+    frees every program it held; Textual's restart on SIGCONT used to hang it forever."""
+    session = f"gmemtrace-hup-{os.getpid()}"
+    pid_file = tmp_path / "pid"
+    storm = shlex.join([*GMEMTRACE, "workload", *STORM])
+    command = f"echo $$ > {pid_file}; exec {shlex.join(GMEMTRACE)} -- {storm}"  # $$: the viewer
+    _start_in_tmux(session, (120, 40), command, tmp_path / "done")
+    try:
+        deadline = time.monotonic() + SAFETY_S
+        while "q quit" not in (screen := _tmux("capture-pane", "-p", "-t", session)):
+            assert time.monotonic() < deadline, screen
+            time.sleep(0.3)
+        viewer = int(pid_file.read_text())
+        owned = owned_bpf(viewer)
+        assert owned.programs, "attached"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    wait_until(lambda: not Path(f"/proc/{viewer}").exists(), "gmemtrace ended with its terminal")
+    assert still_loaded(owned) == Owned()
+
+
 def test_stderr_redirected_gets_the_plain_tables(tmp_path: Path) -> None:
     """Textual draws through stderr: with stderr in a file, the terminal gets the plain
     tables (not an app drawn into the file)."""
@@ -177,7 +239,7 @@ def test_stderr_redirected_gets_the_plain_tables(tmp_path: Path) -> None:
     command = shlex.join([*GMEMTRACE, "-i", "0.5", "--", *GMEMTRACE, "workload", *MIXED[:-3]])
     _start_in_tmux(session, (120, 40), f"{command} 2>{err}", done)
     try:
-        _wait_for(done, time.monotonic() + 90)
+        _wait_for(done, time.monotonic() + SAFETY_S)
         screen = _tmux("capture-pane", "-p", "-S", "-400", "-t", session)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
