@@ -52,7 +52,9 @@ def test_live_view_in_a_real_terminal(tmp_path: Path) -> None:
             "100",
             "-y",
             "40",
-            f"cd {shlex.quote(os.getcwd())} && {command}; echo exit=$? > {done}; sleep 30",
+            # readline under pytest exports LINES/COLUMNS 24/80: not the pane's size
+            f"unset LINES COLUMNS; cd {shlex.quote(os.getcwd())} && {command}; "
+            f"echo exit=$? > {done}; sleep 30",
         ],
         check=True,
     )
