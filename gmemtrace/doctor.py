@@ -6,6 +6,7 @@ to simulate missing pieces without breaking the machine.
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from gmemtrace.probes import plan as probe_plan
 from gmemtrace.requirements import OPTIONAL_TRACEPOINTS, Outcome, attached_tracepoints, check_all
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
+INVALID_FLAGS = 1 << 63  # no revision of KVM_SET_MEMORY_ATTRIBUTES2 defines it
 
 
 # Functions of the in-place conversion series; their presence means the kernel
@@ -164,6 +166,8 @@ def _check_caps(kvm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
         _check_inplace(vm_fd, d, btf)
     finally:
         os.close(vm_fd)
+    _check_inplace_behaviour(kvm_fd, d, [t for t in types if kvm.VM_TYPE_NAMES.get(t, str(t))
+                                         in with_gmem])  # fmt: skip
 
 
 def _check_inplace(vm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
@@ -176,6 +180,46 @@ def _check_inplace(vm_fd: int, d: Diagnosis, btf: Btf | None) -> None:
     else:
         detail = "not defined by this kernel (no in-place conversion functions in BTF)"
     d.add(Check(cap.name, INFO, detail))
+
+
+def _check_inplace_behaviour(kvm_fd: int, d: Diagnosis, types: list[int]) -> None:
+    """Whether shared/private is kept in the guest_memfd and converted on it, asked of the
+    kernel by behaviour (the capability's number changed between revisions of the series):
+    a guest_memfd that takes KVM_SET_MEMORY_ATTRIBUTES2 answers invalid flags with EINVAL,
+    one that does not with ENOTTY; a VM type converts in place when a page of a fresh
+    guest_memfd goes private and back."""
+    takes, converts = [], []
+    for vm_type in types:
+        name = kvm.VM_TYPE_NAMES.get(vm_type, str(vm_type))
+        vm_fd = kvm.ioctl(kvm_fd, kvm.KVM_CREATE_VM, vm_type)
+        try:
+            gmem_fd = kvm.ioctl(vm_fd, kvm.KVM_CREATE_GUEST_MEMFD, kvm.CreateGuestMemfd(size=4096))
+            try:
+                bad = kvm.MemoryAttributes2(offset=0, size=4096, flags=INVALID_FLAGS)
+                if kvm.try_ioctl(gmem_fd, kvm.KVM_SET_MEMORY_ATTRIBUTES2, bad) != errno.EINVAL:
+                    continue
+                takes.append(name)
+                private = kvm.KVM_MEMORY_ATTRIBUTE_PRIVATE
+                there = kvm.MemoryAttributes2(offset=0, size=4096, attributes=private)
+                back = kvm.MemoryAttributes2(offset=0, size=4096, attributes=0)
+                if not kvm.try_ioctl(gmem_fd, kvm.KVM_SET_MEMORY_ATTRIBUTES2, there) and not (
+                    kvm.try_ioctl(gmem_fd, kvm.KVM_SET_MEMORY_ATTRIBUTES2, back)
+                ):
+                    converts.append(name)
+            finally:
+                os.close(gmem_fd)
+        except kvm.KvmError:
+            continue
+        finally:
+            os.close(vm_fd)
+    d.facts["inplace_conversion"] = {"on": bool(takes), "converts_on": converts}
+    if converts:
+        detail = f"on: pages of a guest_memfd convert in place on {', '.join(converts)}"
+    elif takes:
+        detail = f"on, but no VM type here converted a page ({', '.join(takes)} take the ioctl)"
+    else:
+        detail = "off: no guest_memfd here takes KVM_SET_MEMORY_ATTRIBUTES2"
+    d.add(Check("in-place conversion", INFO, detail + " (asked by behaviour)"))
 
 
 def check_requirements(host: Host, d: Diagnosis) -> dict[str, Outcome]:

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,18 @@ def test_doctor_finds_a_working_tracepoint_tier() -> None:
         check = names[f"BPF {kind}"]
         assert check.detail, f"{kind}: a result without a reason"
     assert "kvm_gmem_get_pfn" in d.facts["gmem_functions"]["btf"]
+
+
+def test_doctor_tells_in_place_conversion_by_behaviour_as_the_kernel_is_set() -> None:
+    """What doctor finds by trying the guest_memfd (it never reads the parameter) agrees
+    with kvm's own switch, where the kernel has one (the series' kernels; elsewhere none,
+    and there is no in-place conversion)."""
+    switch = Path("/sys/module/kvm/parameters/gmem_in_place_conversion")
+    on = switch.exists() and switch.read_text().strip() == "Y"
+    found = diagnose().facts["inplace_conversion"]
+    assert found["on"] is on
+    if not on:
+        assert found["converts_on"] == []
 
 
 def test_doctor_json_from_the_command_line() -> None:
