@@ -105,7 +105,6 @@ def _storm(
 def measure(pages: int = 16384, rounds: int = 8) -> dict[str, Any]:
     from gmemtrace import tracer
 
-    setup = tracer.prepare()
     found = headers.resolve()
 
     def noop(pid: int) -> Any:
@@ -115,7 +114,7 @@ def measure(pages: int = 16384, rounds: int = 8) -> dict[str, Any]:
     for pattern in ("sequential", "random"):
         for mode, stream_hot in (("record", True), ("live view (runs)", False)):
             result[f"{mode}, {pattern}"] = _storm(
-                pages, rounds, lambda pid, hot=stream_hot: tracer.attach(setup, [pid], hot), pattern
+                pages, rounds, lambda pid, hot=stream_hot: tracer.load().source([pid], hot), pattern
             )
     return result
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from gmemtrace.events import Kind
 from gmemtrace.model.state import Model
-from gmemtrace.report import build_report, replay
+from gmemtrace.report import build_report, model_of
 from gmemtrace.tracefile import TraceData, read_trace_file
 
 
@@ -114,4 +114,4 @@ class Trace:
 def read_trace(path: str | Path) -> Trace:
     """Open a trace file; a damaged or cut-short one yields its readable prefix."""
     data = read_trace_file(Path(path))
-    return Trace(Path(path), data, replay(data))
+    return Trace(Path(path), data, model_of(data))

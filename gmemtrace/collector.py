@@ -40,7 +40,7 @@ class Collector:
     write_error: TraceWriteError | None = None  # the recording stopped; collecting goes on
     _lost_reported: int = 0
     # Held while a batch is applied: Session pumps from 2 threads; the exporter's scrapes
-    # read the model under it.
+    # read the model under it. (Its pump loop is the capture's: gmemtrace/capture.py.)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def pump(self) -> int:
@@ -74,22 +74,6 @@ class Collector:
                 listener(batch)
             self.events_seen += batch.size
         return int(batch.size)
-
-    def run(
-        self,
-        stop: Callable[[], bool],
-        interval_s: float = 0.02,
-        on_tick: Callable[[], None] = lambda: None,
-    ) -> None:
-        """The one pump loop: drain every `interval_s`, then `on_tick()` (a view redraws, a
-        capture follows new processes), until `stop()` says so; then drain what is left."""
-        while not stop():
-            started = time.monotonic()
-            self.pump()
-            on_tick()
-            time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
-        while self.pump():
-            pass
 
     def finish(self, clean: bool = True) -> None:
         """Close the recording and detach the probes. Its tail (the lost count and, for a

@@ -6,6 +6,7 @@ to simulate missing pieces without breaking the machine.
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import platform
@@ -13,15 +14,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmemtrace.events import UNAVAILABLE
 from gmemtrace.kernel import headers as kheaders
 from gmemtrace.kernel import kvm
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.host import Host
 from gmemtrace.kernel.kallsyms import symbols_containing
 from gmemtrace.probes import plan as probe_plan
-from gmemtrace.requirements import OPTIONAL_TRACEPOINTS, Outcome, attached_tracepoints, check_all
+from gmemtrace.probes.requirements import (
+    OPTIONAL_TRACEPOINTS,
+    Outcome,
+    attached_tracepoints,
+    check_all,
+)
 
-OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 INVALID_FLAGS = 1 << 63  # no revision of KVM_SET_MEMORY_ATTRIBUTES2 defines it
 
 
@@ -36,10 +42,22 @@ INPLACE_FUNCTIONS = (
 )
 
 
+class Status(enum.StrEnum):
+    """A check's verdict (its value is what `doctor --json` prints)."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    INFO = "info"
+
+
+OK, WARN, FAIL, INFO = Status
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str
+    status: Status
     detail: str
     fix: str = ""
 
@@ -223,7 +241,7 @@ def _check_inplace_behaviour(kvm_fd: int, d: Diagnosis, types: list[int]) -> Non
 
 
 def check_requirements(host: Host, d: Diagnosis) -> dict[str, Outcome]:
-    """Every requirement of tracing (gmemtrace/requirements.py), each a row; the ones not
+    """Every requirement of tracing (gmemtrace/probes/requirements.py), each a row; the ones not
     met block tracing."""
     outcomes = {}
     for req, outcome in check_all(host):
@@ -282,7 +300,7 @@ def check_program_types(host: Host, d: Diagnosis, found: kheaders.Headers, btf: 
         plan = probe_plan.make_plan(btf, loads, tracefs, kallsyms=host.kallsyms)
         tiers: dict[str, list[str]] = {}
         for choice in plan:
-            tiers.setdefault(choice.tier or "unavailable", []).append(choice.event)
+            tiers.setdefault(choice.tier or UNAVAILABLE, []).append(choice.event)
         d.facts["probe_tiers"] = tiers
         detail = "; ".join(f"{tier}: {', '.join(events)}" for tier, events in tiers.items())
         d.add(Check("probe tiers", OK, detail + " (gmemtrace probes: where and why)"))

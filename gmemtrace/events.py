@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,34 +42,103 @@ class Kind(enum.IntEnum):
         return self.name.lower()
 
 
-@dataclass(frozen=True)
-class Counter:
-    """A per-inode total: its name in reports and ground truths, its short name (--sort,
-    rate columns), the header of narrow tables, and whether views show it per second."""
+class Counter(enum.StrEnum):
+    """A per-inode (and per-process, per-thread) total: the one list of counters. Its value
+    is its name in reports, ground truths and JSON; `short` names it in --sort and rate
+    columns, `header` in narrow tables; `rated`: views show it per second."""
 
-    name: str
-    short: str
-    header: str
-    rated: bool
-
-
-# The one list of counters: reports, ground truths, rates, tables and --sort read it.
-COUNTER_TABLE = (
-    Counter("host_faults", "host", "host", True),
-    Counter("host_faults_refused", "refused", "ref", True),  # SIGBUS on a private page
+    HOST_FAULTS = "host_faults"
+    HOST_FAULTS_REFUSED = "host_faults_refused"  # SIGBUS on a private page
     # SIGBUS past the end of the file (through a mapping longer than it)
-    Counter("host_faults_beyond_eof", "beyond", "eof", True),
-    Counter("guest_faults", "guest", "guest", True),
-    Counter("pages_allocated", "alloc", "alloc", True),
-    Counter("pages_freed", "free", "free", True),
-    Counter("hole_punches", "punch", "punch", False),
-    Counter("conversion_attempts", "conv", "conv", True),
-    Counter("conversions_to_shared", "to-shared", "shared", False),
-    Counter("conversions_to_private", "to-private", "private", False),
-)
-COUNTERS = tuple(c.name for c in COUNTER_TABLE)
-RATED = tuple(c.name for c in COUNTER_TABLE if c.rated)  # shown per second
-BY_SHORT_NAME = {c.short: c.name for c in COUNTER_TABLE}
+    HOST_FAULTS_BEYOND_EOF = "host_faults_beyond_eof"
+    GUEST_FAULTS = "guest_faults"
+    PAGES_ALLOCATED = "pages_allocated"
+    PAGES_FREED = "pages_freed"
+    HOLE_PUNCHES = "hole_punches"
+    CONVERSION_ATTEMPTS = "conversion_attempts"
+    CONVERSIONS_TO_SHARED = "conversions_to_shared"
+    CONVERSIONS_TO_PRIVATE = "conversions_to_private"
+
+    @property
+    def short(self) -> str:
+        return _COUNTER_NAMES[self][0]
+
+    @property
+    def header(self) -> str:
+        return _COUNTER_NAMES[self][1]
+
+    @property
+    def rated(self) -> bool:
+        return _COUNTER_NAMES[self][2]
+
+    @property
+    def refusal(self) -> bool:
+        """A host fault answered with SIGBUS (the fault was taken, then refused: it is not
+        also a host fault)."""
+        return self in (Counter.HOST_FAULTS_REFUSED, Counter.HOST_FAULTS_BEYOND_EOF)
+
+    @classmethod
+    def by_short(cls, short: str) -> Counter:
+        return next(c for c in cls if c.short == short)
+
+
+# (short, header, rated) of each counter, in the order tables show them.
+_COUNTER_NAMES: dict[Counter, tuple[str, str, bool]] = {
+    Counter.HOST_FAULTS: ("host", "host", True),
+    Counter.HOST_FAULTS_REFUSED: ("refused", "ref", True),
+    Counter.HOST_FAULTS_BEYOND_EOF: ("beyond", "eof", True),
+    Counter.GUEST_FAULTS: ("guest", "guest", True),
+    Counter.PAGES_ALLOCATED: ("alloc", "alloc", True),
+    Counter.PAGES_FREED: ("free", "free", True),
+    Counter.HOLE_PUNCHES: ("punch", "punch", False),
+    Counter.CONVERSION_ATTEMPTS: ("conv", "conv", True),
+    Counter.CONVERSIONS_TO_SHARED: ("to-shared", "shared", False),
+    Counter.CONVERSIONS_TO_PRIVATE: ("to-private", "private", False),
+}
+RATED = tuple(c for c in Counter if c.rated)  # shown per second
+# What tables of totals show: every rated counter, and the punches.
+TABULATED = tuple(c for c in Counter if c.rated or c is Counter.HOLE_PUNCHES)
+Counts = dict[Counter, int]
+
+
+def new_counts() -> Counts:
+    """Every counter at 0."""
+    return dict.fromkeys(Counter, 0)
+
+
+class Tier(enum.StrEnum):
+    """Where a probe attaches, best first: the guest_memfd functions themselves (fentry, then
+    kprobes), then stable tracepoints."""
+
+    FENTRY = "fentry"
+    KPROBE = "kprobe"
+    TRACEPOINT = "tracepoint"
+
+    @property
+    def on_functions(self) -> bool:
+        return self is not Tier.TRACEPOINT
+
+
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Which tier serves an event on a capture's kernel, and where it attaches (tier None:
+    no tier can). Trace headers and reports write it as "tier: attach"."""
+
+    tier: Tier | None
+    attach: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.tier.value}: {self.attach}" if self.tier else UNAVAILABLE
+
+    @classmethod
+    def parse(cls, text: str) -> Probe:
+        """The probe a trace file's header names (the one reader of that form)."""
+        tier, _, attach = text.partition(": ")
+        return cls(Tier(tier), attach) if tier in set(Tier) else cls(None)
+
 
 # EV_GUEST_FAULT flags: where the fault was seen (bpf/gmem_event.h).
 GUEST_FAULT_TIMED = 0x1  # kvm_gmem_get_pfn: with its result and latency
@@ -78,11 +148,25 @@ CONV_TO_PRIVATE = 0x1
 CONV_IFACE_ATTRIBUTES2 = 0x10
 CONV_IFACE_VM_ATTRIBUTES = 0x20
 CONV_IFACE_GMEM_CONVERT = 0x40
-CONV_INTERFACES = {
-    CONV_IFACE_ATTRIBUTES2: "KVM_SET_MEMORY_ATTRIBUTES2",
-    CONV_IFACE_VM_ATTRIBUTES: "KVM_SET_MEMORY_ATTRIBUTES",
-    CONV_IFACE_GMEM_CONVERT: "KVM_GMEM_CONVERT",
-}
+
+
+class Interface(enum.StrEnum):
+    """How a conversion was asked for (its CONVERT record's flag)."""
+
+    ATTRIBUTES2 = "KVM_SET_MEMORY_ATTRIBUTES2"  # on the guest_memfd, by page offset
+    VM_ATTRIBUTES = "KVM_SET_MEMORY_ATTRIBUTES"  # on the VM, by guest physical address
+    GMEM_CONVERT = "KVM_GMEM_CONVERT"  # the RFC's ioctls on the guest_memfd
+    KERNEL = "kernel"  # seen in a guest_memfd function, whoever asked
+
+    @classmethod
+    def of(cls, flags: int) -> Interface:
+        bits = {
+            CONV_IFACE_ATTRIBUTES2: cls.ATTRIBUTES2,
+            CONV_IFACE_VM_ATTRIBUTES: cls.VM_ATTRIBUTES,
+            CONV_IFACE_GMEM_CONVERT: cls.GMEM_CONVERT,
+        }
+        return next((i for bit, i in bits.items() if flags & bit), cls.KERNEL)
+
 
 EVENT_DTYPE = np.dtype(
     [
@@ -137,12 +221,12 @@ def column(kind: Kind, name: str) -> str:
     return FIELDS[kind][name]
 
 
-def make_events(*rows: Mapping[str, int]) -> np.ndarray:
+def make_events(*rows: Mapping[str, int | bytes]) -> np.ndarray:
     """Records built by name: each row a dict with "kind", the common fields it sets and
     the kind's named fields (FIELDS); what it leaves out is 0."""
     out = np.zeros(len(rows), dtype=EVENT_DTYPE)
     for i, row in enumerate(rows):
-        kind = Kind(row["kind"])
+        kind = Kind(int(row["kind"]))
         for name, value in row.items():
             out[i][column(kind, name)] = value
     return out
@@ -160,3 +244,11 @@ def c_event_size() -> int:
         count = int(name[name.index("[") + 1 : -1]) if "[" in name else 1
         total += (1 if ctype == "char" else sizes[ctype]) * count
     return total
+
+
+def result_name(result: int) -> str:
+    """A kernel result as every output names it: "ok" for 0, the errno's name for -errno
+    ("EAGAIN"), the number itself otherwise."""
+    if result == 0:
+        return "ok"
+    return errno.errorcode.get(-result, str(result))

@@ -11,12 +11,19 @@ from gmemtrace.analysis import Trace
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.events import CONV_TO_PRIVATE, DISCOVERED, Kind
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED
+from gmemtrace.model.state import Share
+from gmemtrace.sinks.palette import ABSENT_HEX, STATE_HEX
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-STATE_COLOURS = ["#9a9a9a", "#2e9d3a", "#b03ab0", "#ffffff"]  # unknown, shared, private, absent
-UNKNOWN, SHARED, PRIVATE, ABSENT = range(4)
+UNKNOWN, SHARED, PRIVATE, ABSENT = range(4)  # the map's cell values
+STATE_COLOURS = [
+    STATE_HEX[Share.UNKNOWN],
+    STATE_HEX[Share.SHARED],
+    STATE_HEX[Share.PRIVATE],
+    ABSENT_HEX,
+]
 
 
 def _pyplot() -> Any:

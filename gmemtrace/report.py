@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gmemtrace.events import COUNTERS
+from gmemtrace.events import Counter, Probe
 from gmemtrace.model.state import Model
 from gmemtrace.tracefile import TraceData, read_trace_file
 
@@ -37,11 +37,11 @@ INODE_FIELDS = (
     "shared_pages",
     "private_pages",
     "unknown_pages",
-    *COUNTERS,
+    *Counter,
 )
 
 
-def replay(data: TraceData) -> Model:
+def model_of(data: TraceData) -> Model:
     """Rebuild the model from a trace file's events, exactly as the live collector did."""
     model = Model()
     model.apply(data.events)
@@ -51,7 +51,7 @@ def replay(data: TraceData) -> Model:
 def build_report(
     model: Model,
     kernel: str,
-    probes: dict[str, str],
+    probes: dict[str, Probe],
     start_ns: int,
     complete: bool = True,
     problem: str = "",
@@ -75,10 +75,7 @@ def build_report(
             "duration_s": round(max(end_ns - start_ns, 0) / 1e9, 6),
             "lost_events": model.lost_events,
             # why: no room (the consumer was behind), or refused with room (the ring's lock)
-            "lost_reasons": {
-                "ring_full": model.lost_events - model.lost_refused,
-                "refused_with_room": model.lost_refused,
-            },
+            "lost_reasons": model.lost_by_reason(),
             # where the counts are low: [from s, to s, events lost] since the start
             "lost_windows": [
                 [round(max(a - start_ns, 0) / 1e9, 3), round((b - start_ns) / 1e9, 3), n]
@@ -92,7 +89,7 @@ def build_report(
             "complete": complete,
             "problem": problem,
         },
-        "probes": probes,
+        "probes": {event: str(probe) for event, probe in probes.items()},
         "inodes": inodes,
         "conversions": [asdict(c) for c in model.conversions],
         # KVM_EXIT_MEMORY_FAULT: the guest wanted a range private (or shared) that is not;
@@ -106,7 +103,7 @@ def build_report(
 
 def report_file(path: Path) -> dict[str, Any]:
     data = read_trace_file(path)
-    model = replay(data)
+    model = model_of(data)
     return build_report(
         model,
         data.header.kernel,

@@ -11,9 +11,9 @@ from types import TracebackType
 import numpy as np
 
 from gmemtrace.analysis import Trace
-from gmemtrace.capture import Capture
+from gmemtrace.capture import PUMP_S, Capture, StopRule, Targets
 from gmemtrace.events import EVENT_DTYPE
-from gmemtrace.report import replay
+from gmemtrace.report import model_of
 from gmemtrace.tracefile import TraceData
 
 
@@ -26,7 +26,7 @@ class Session:
         pid: int | Sequence[int] | None = None,
         cmd: Sequence[str] | None = None,
         output: str | Path | None = None,
-        poll_s: float = 0.05,
+        poll_s: float = PUMP_S["session"],
     ) -> None:
         self.pids = [pid] if isinstance(pid, int) else list(pid or [])
         self.cmd = list(cmd or [])
@@ -39,20 +39,24 @@ class Session:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Session:
+        # A notebook's kernel keeps its own signal handlers; the session ends at __exit__
+        # (this thread waits for the command itself: wait()).
+        stop = StopRule(handle_signals=False, follow_targets=False)
+        stop.ended.append(self._stop.is_set)
         self._capture = capture = Capture(
-            self.pids, command=self.cmd, output=self.output, capture_output=True,
-            handle_signals=False,  # a notebook's kernel keeps its own
+            Targets(self.pids, command=self.cmd), output=self.output, capture_output=True,
+            stop=stop,
         )  # fmt: skip
-        capture.collector.listeners.append(self._batches.append)
+        capture.__enter__()
         try:
+            capture.collector.listeners.append(self._batches.append)
             self._thread = threading.Thread(
-                target=capture.collector.run,
-                args=(self._stop.is_set, self.poll_s, self._read_output),
+                target=capture.run,
+                args=(self.poll_s, self._read_output),
                 name="gmemtrace-session",
                 daemon=True,
             )
             self._thread.start()
-            capture.start()
         except BaseException:
             self._shutdown(clean=False)
             raise
@@ -80,8 +84,7 @@ class Session:
             time.sleep(self.poll_s)
         # Everything the command did is in the ring buffer once it has exited: drain it.
         assert self._capture is not None
-        while self._capture.collector.pump():
-            pass
+        self._capture.drain()
         return child.returncode
 
     def snapshot(self) -> Trace:
@@ -90,7 +93,7 @@ class Session:
         self._capture.collector.pump()
         events = np.concatenate(self._batches) if self._batches else np.empty(0, EVENT_DTYPE)
         data = TraceData(self._capture.header, events, complete=False, problem="a live session")
-        return Trace(self.output, data, replay(data), now_ns=time.monotonic_ns())
+        return Trace(self.output, data, model_of(data), now_ns=time.monotonic_ns())
 
     def __exit__(
         self,
@@ -106,4 +109,4 @@ class Session:
             self._thread.join()
         if self._capture is not None:
             self._read_output()
-            self._capture.finish(clean)
+            self._capture.close(clean)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gmemtrace.errors import GmemtraceError, UsageError
-from gmemtrace.events import EVENT_DTYPE, Kind, make_events
+from gmemtrace.events import EVENT_DTYPE, Kind, Probe, make_events
 
 FORMAT = "gmemtrace-trace"
 VERSION = 1
@@ -58,12 +58,13 @@ class TraceHeader:
     kernel: str
     start_ns: int  # CLOCK_MONOTONIC, the clock of every event
     start_unix: float
-    probes: dict[str, str]
+    probes: dict[str, Probe]  # event -> the probe that served it
     targets: list[int]
     command: list[str] = field(default_factory=list)
 
     def to_metadata(self) -> dict[bytes, bytes]:
-        doc = {"format": FORMAT, "version": VERSION, **self.__dict__}
+        probes = {event: str(probe) for event, probe in self.probes.items()}
+        doc = {"format": FORMAT, "version": VERSION, **self.__dict__, "probes": probes}
         return {b"gmemtrace": json.dumps(doc).encode()}
 
     @classmethod
@@ -84,7 +85,7 @@ class TraceHeader:
                 str(doc["kernel"]),
                 int(doc["start_ns"]),
                 float(doc["start_unix"]),
-                dict(doc["probes"]),
+                {str(event): Probe.parse(str(p)) for event, p in doc["probes"].items()},
                 [int(p) for p in doc["targets"]],
                 list(doc.get("command", [])),
             )

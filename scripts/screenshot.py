@@ -8,34 +8,35 @@ import sys
 import time
 from pathlib import Path
 
-from gmemtrace.capture import Capture
-from gmemtrace.demo import DEMO_WORKLOAD
-from gmemtrace.live import Options, view_of
+from gmemtrace.capture import Capture, StopRule, Targets
+from gmemtrace.commands.demo import DEMO_WORKLOAD
+from gmemtrace.view import view_of
 
 SIZE = (160, 50)
 SETTLE_S = 6.0  # into the workload: its conversions, refusals and a few rate samples done
 
 
 def main(out: Path) -> int:
-    options = Options(command=["gmemtrace", *DEMO_WORKLOAD])
     real = [sys.executable, "-m", "gmemtrace", *DEMO_WORKLOAD]
-    capture = Capture(command=real, stream_hot=False, capture_output=True, handle_signals=False)
-    view = view_of(capture, options)
-    view.begin()
-    app = view.make_app()
+    capture = Capture(
+        Targets(command=real),
+        stream_hot=False,
+        capture_output=True,
+        stop=StopRule(handle_signals=False),
+    )
 
     async def shoot() -> None:
+        view = view_of(capture)
+        view.begin()
+        app = view.make_app()
         async with app.run_test(size=SIZE) as pilot:
-            capture.start()
             started = time.monotonic()
             while time.monotonic() - started < SETTLE_S:
                 await pilot.pause(0.25)
             app.save_screenshot(out.name, str(out.parent))
 
-    try:
+    with capture:
         asyncio.run(shoot())
-    finally:
-        capture.finish()
     print(f"wrote {out}")
     return 0
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gmemtrace.events import COUNTERS, RATED
+from gmemtrace.events import RATED, Counter, Counts
 from gmemtrace.model.state import Model
 
-RATE_COUNTERS = RATED
+PerSecond = dict[Counter, float]
 
 
-def _snapshot(counts: dict[str, int]) -> dict[str, int]:
-    return {k: counts[k] for k in COUNTERS}
+def _snapshot(counts: Counts) -> Counts:
+    return dict(counts)
 
 
 @dataclass
@@ -20,8 +20,8 @@ class Rates:
 
     interval_s: float = 0.0
     events_per_s: float = 0.0
-    inodes: dict[int, dict[str, float]] = field(default_factory=dict)
-    threads: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
+    inodes: dict[int, PerSecond] = field(default_factory=dict)
+    threads: dict[tuple[int, int], PerSecond] = field(default_factory=dict)
 
 
 @dataclass
@@ -30,8 +30,8 @@ class RateTracker:
 
     _last_s: float | None = None
     _events: int = 0
-    _inodes: dict[int, dict[str, int]] = field(default_factory=dict)
-    _threads: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
+    _inodes: dict[int, Counts] = field(default_factory=dict)
+    _threads: dict[tuple[int, int], Counts] = field(default_factory=dict)
     latest: Rates = field(default_factory=Rates)
 
     def sample(self, model: Model, now_s: float) -> Rates:
@@ -50,6 +50,6 @@ class RateTracker:
         return self.latest
 
 
-def _per_second(now: dict[str, int], before: dict[str, int] | None, dt: float) -> dict[str, float]:
+def _per_second(now: Counts, before: Counts | None, dt: float) -> PerSecond:
     before = before or dict.fromkeys(now, 0)
-    return {k: (now[k] - before[k]) / dt for k in RATE_COUNTERS}
+    return {k: (now[k] - before[k]) / dt for k in RATED}

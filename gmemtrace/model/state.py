@@ -16,14 +16,16 @@ from typing import Any
 import numpy as np
 
 from gmemtrace.events import (
-    CONV_INTERFACES,
     CONV_TO_PRIVATE,
-    COUNTERS,
     DISCOVERED,
     GUEST_FAULT_BY_GPA,
     GUEST_FAULT_TIMED,
+    Counter,
+    Counts,
+    Interface,
     Kind,
     column,
+    new_counts,
 )
 from gmemtrace.kernel.uapi import (
     GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -40,23 +42,39 @@ class Share(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-# Where a page's shareability comes from.
-FROM_FLAGS = "creation flags"
-FROM_CONVERSION = "conversion"
-FROM_FAULT = "fault"
-FROM_REFUSED = "refused fault"
-FROM_NOTHING = "unknown"
+class Provenance(enum.StrEnum):
+    """Where a page's shareability comes from."""
+
+    FLAGS = "creation flags"
+    CONVERSION = "conversion"
+    FAULT = "fault"
+    REFUSED = "refused fault"
+    NOTHING = "unknown"
+
+
+class Loss(enum.StrEnum):
+    """Why the kernel could not hand an event over (bpf/gmem_common.h: LOST_*)."""
+
+    RING_FULL = "ring_full"  # no room: the consumer was behind
+    REFUSED_WITH_ROOM = "refused_with_room"  # the ring's lock gave up while it had room
+
+
+class Refused(enum.StrEnum):
+    """Why a host fault was answered with SIGBUS."""
+
+    PRIVATE = "private"  # the page is private
+    BEYOND_EOF = "beyond_eof"  # past the end of the file (a mapping longer than it)
 
 
 # Event kind -> counter for the kinds counted in bulk, and whether the event's
 # page count (not 1) is what counts. Refused faults are counted one by one (a
 # refused fault is also a host fault event, taken then refused: host_faults
 # counts the successful ones).
-_BULK: dict[int, tuple[str, bool]] = {
-    Kind.HOST_FAULT: ("host_faults", True),  # a run of faults on consecutive pages
-    Kind.GUEST_FAULT: ("guest_faults", True),
-    Kind.ALLOC: ("pages_allocated", True),
-    Kind.FREE: ("pages_freed", True),
+_BULK: dict[int, tuple[Counter, bool]] = {
+    Kind.HOST_FAULT: (Counter.HOST_FAULTS, True),  # a run of faults on consecutive pages
+    Kind.GUEST_FAULT: (Counter.GUEST_FAULTS, True),
+    Kind.ALLOC: (Counter.PAGES_ALLOCATED, True),
+    Kind.FREE: (Counter.PAGES_FREED, True),
 }
 # Hot kinds, whose record may stand for several events (a run, or a large folio).
 _PAGE_WEIGHTED = tuple(kind for kind, (_, weighted) in _BULK.items() if weighted)
@@ -86,7 +104,7 @@ class InodeSummary:
     ino: int
     size_pages: int
     flags: int | None  # None: not seen at creation
-    init: str  # Share value
+    init: Share
     shared_pages: int
     private_pages: int
     unknown_pages: int
@@ -98,10 +116,10 @@ class InodeState:
     size_pages: int
     flags: int | None  # None: not seen at creation
     init: Share
-    shareability: IntervalMap[tuple[Share, str]]
+    shareability: IntervalMap[tuple[Share, Provenance]]
     resident: IntervalMap[bool]
     last_fault_ns: IntervalMap[int]  # when the host last faulted each page (0: never)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    counts: Counts = field(default_factory=new_counts)
     first_seen_ns: int = 0
     size_known: bool = True  # False: first seen in a page or fault event, grown as they come
     pid: int | None = None  # the process that created it (or held it when tracing began)
@@ -115,7 +133,7 @@ class InodeState:
             init = Share.UNKNOWN
         else:
             init = Share.SHARED if flags & GUEST_MEMFD_FLAG_INIT_SHARED else Share.PRIVATE
-        provenance = FROM_NOTHING if init is Share.UNKNOWN else FROM_FLAGS
+        provenance = Provenance.NOTHING if init is Share.UNKNOWN else Provenance.FLAGS
         return cls(
             ino,
             size_pages,
@@ -137,7 +155,7 @@ class InodeState:
             ino=self.ino,
             size_pages=self.size_pages,
             flags=self.flags,
-            init=self.init.value,
+            init=self.init,
             shared_pages=self.pages(Share.SHARED),
             private_pages=self.pages(Share.PRIVATE),
             unknown_pages=self.pages(Share.UNKNOWN),
@@ -148,11 +166,11 @@ class InodeState:
         (an inode whose size is known never grows: a page past it is past the end)."""
         if size_pages > self.size_pages and not self.size_known:
             self.size_pages = size_pages
-            self.shareability.resize(size_pages, (Share.UNKNOWN, FROM_NOTHING))
+            self.shareability.resize(size_pages, (Share.UNKNOWN, Provenance.NOTHING))
             self.resident.resize(size_pages, False)
             self.last_fault_ns.resize(size_pages, 0)
 
-    def infer(self, first: int, end: int, state: Share, provenance: str) -> None:
+    def infer(self, first: int, end: int, state: Share, provenance: Provenance) -> None:
         """A fault's outcome says what pages nothing else described must be."""
         self.grow(end)
         for run_first, run_end, (known, _) in list(self.shareability.runs()):
@@ -171,8 +189,8 @@ class Conversion:
     ino: int | None  # None: a gpa no memslot binding seen maps to a guest_memfd
     first: int
     count: int
-    to: str  # Share value
-    interface: str
+    to: Share
+    interface: Interface
     result: int
     latency_ns: int
 
@@ -187,7 +205,7 @@ class Refusal:
     ino: int
     page: int
     address: int
-    reason: str  # "private" | "beyond_eof"
+    reason: Refused
 
 
 @dataclass(frozen=True)
@@ -229,8 +247,8 @@ class Model:
     conversions: list[Conversion] = field(default_factory=list)
     memory_fault_exits: list[MemoryFaultExit] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
-    per_pid: dict[int, dict[str, int]] = field(default_factory=dict)
-    per_thread: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
+    per_pid: dict[int, Counts] = field(default_factory=dict)
+    per_thread: dict[tuple[int, int], Counts] = field(default_factory=dict)
     comms: dict[int, str] = field(default_factory=dict)
     # Processes that touched a guest_memfd (created, mapped, faulted, converted, ran a vCPU
     # on one), and every process an event came from (forks and execs of traced processes).
@@ -245,6 +263,13 @@ class Model:
     first_ns: int | None = None
     last_ns: int | None = None
     stopped_ns: int | None = None  # when the capture stopped cleanly (its END record)
+
+    def lost_by_reason(self) -> dict[Loss, int]:
+        """Events lost so far, by why."""
+        return {
+            Loss.RING_FULL: self.lost_events - self.lost_refused,
+            Loss.REFUSED_WITH_ROOM: self.lost_refused,
+        }
 
     def inode(self, ino: int, ts: int) -> InodeState:
         """The inode's state; one first seen in a page or fault event starts unknown."""
@@ -355,12 +380,10 @@ class Model:
                 self.inode(inode, first_ts).counts[counter] += n
             pids = pid[mask]
             for p, n in _sum_by(pids, weights):
-                self.per_pid.setdefault(p, dict.fromkeys(COUNTERS, 0))[counter] += n
+                self.per_pid.setdefault(p, new_counts())[counter] += n
             thread_key = (pids.astype(np.uint64) << np.uint64(32)) | tid[mask]
             for key, n in _sum_by(thread_key, weights):
-                counts = self.per_thread.setdefault(
-                    (key >> 32, key & 0xFFFFFFFF), dict.fromkeys(COUNTERS, 0)
-                )
+                counts = self.per_thread.setdefault((key >> 32, key & 0xFFFFFFFF), new_counts())
                 counts[counter] += n
 
     def _name(self, events: np.ndarray) -> None:
@@ -394,7 +417,7 @@ class Model:
                 continue
             state.last_fault_ns.assign(first, end, last_ns)
             if state.init is Share.UNKNOWN:
-                state.infer(first, end, Share.SHARED, FROM_FAULT)
+                state.infer(first, end, Share.SHARED, Provenance.FAULT)
 
     def _apply_pages(self, events: np.ndarray, pages: np.ndarray) -> None:
         """Residency, from runs of consecutive allocations or frees, in order."""
@@ -432,12 +455,15 @@ class Model:
             state = self.inode(ino, ts)
             state.grow(page + 1)
             beyond = page >= state.size_pages  # a mapping longer than the file
-            reason = "beyond_eof" if beyond else "private"
-            counter = "host_faults_beyond_eof" if beyond else "host_faults_refused"
+            reason = Refused.BEYOND_EOF if beyond else Refused.PRIVATE
+            counter = Counter.HOST_FAULTS_BEYOND_EOF if beyond else Counter.HOST_FAULTS_REFUSED
             self._count_one(ev, state, counter)
-            if not beyond and state.shareability.get(page)[1] in (FROM_NOTHING, FROM_FAULT):
+            if not beyond and state.shareability.get(page)[1] in (
+                Provenance.NOTHING,
+                Provenance.FAULT,
+            ):
                 # Stronger than an inference from the fault itself (taken, then refused).
-                state.shareability.assign(page, page + 1, (Share.PRIVATE, FROM_REFUSED))
+                state.shareability.assign(page, page + 1, (Share.PRIVATE, Provenance.REFUSED))
             self.refused.append(
                 Refusal(
                     ts_ns=ts,
@@ -450,7 +476,7 @@ class Model:
                 )
             )
         elif kind == Kind.PUNCH and ev["result"] == 0:
-            self.inode(ino, ts).counts["hole_punches"] += 1
+            self.inode(ino, ts).counts[Counter.HOLE_PUNCHES] += 1
         elif kind == Kind.CONVERT:
             self._apply_conversion(ev)
         elif kind == Kind.GUEST_FAULT:  # by gpa (kvm:kvm_page_fault)
@@ -496,24 +522,22 @@ class Model:
         if not private and not (state.flags or 0) & GUEST_MEMFD_FLAG_MMAP:
             return  # a shared frame: KVM maps the memslot's host memory, not guest_memfd
         state.grow(page + 1)
-        self._count_one(ev, state, "guest_faults")
+        self._count_one(ev, state, Counter.GUEST_FAULTS)
 
-    def _count_one(self, ev: np.void, state: InodeState, counter: str) -> None:
+    def _count_one(self, ev: np.void, state: InodeState, counter: Counter) -> None:
         """One event of a kind counted one by one, per inode, process and thread. A refused
         host fault was also a fault event (taken, then refused): it is not a host fault."""
         pid, tid = int(ev["pid"]), int(ev["tid"])
-        refused = counter.startswith("host_faults_")
-        _add(state.counts, counter, 1, refused)
-        _add(self.per_pid.setdefault(pid, dict.fromkeys(COUNTERS, 0)), counter, 1, refused)
-        thread = self.per_thread.setdefault((pid, tid), dict.fromkeys(COUNTERS, 0))
-        _add(thread, counter, 1, refused)
+        for counts in (state.counts, self.per_pid.setdefault(pid, new_counts())):
+            _add(counts, counter)
+        _add(self.per_thread.setdefault((pid, tid), new_counts()), counter)
 
     def _apply_conversion(self, ev: np.void) -> None:
         flags, ts = int(ev["flags"]), int(ev["ts_ns"])
         to_private = bool(flags & CONV_TO_PRIVATE)
-        interface = next((n for bit, n in CONV_INTERFACES.items() if flags & bit), "kernel")
+        interface = Interface.of(flags)
         ino, first = int(ev["ino"]), int(ev["first"])
-        if interface == "KVM_SET_MEMORY_ATTRIBUTES":  # by guest physical address
+        if interface is Interface.VM_ATTRIBUTES:  # by guest physical address
             if ev["result"] == 0:
                 attributes = self.vm_private.setdefault(
                     int(ev["pid"]), IntervalMap(GFN_SPACE, False)
@@ -529,7 +553,7 @@ class Model:
                 ino=ino or None,
                 first=first,
                 count=int(ev["count"]),
-                to=Share.PRIVATE.value if to_private else Share.SHARED.value,
+                to=Share.PRIVATE if to_private else Share.SHARED,
                 interface=interface,
                 result=int(ev["result"]),
                 latency_ns=int(ev[column(Kind.CONVERT, "latency_ns")]),
@@ -538,17 +562,20 @@ class Model:
         if not ino:
             return  # unattributed: a gpa outside every binding seen
         state = self.inode(ino, ts)
-        state.counts["conversion_attempts"] += 1
+        state.counts[Counter.CONVERSION_ATTEMPTS] += 1
         if ev["result"] == 0:
             target = Share.PRIVATE if to_private else Share.SHARED
-            state.shareability.assign(first, first + int(ev["count"]), (target, FROM_CONVERSION))
-            state.counts["conversions_to_private" if to_private else "conversions_to_shared"] += 1
+            state.shareability.assign(
+                first, first + int(ev["count"]), (target, Provenance.CONVERSION)
+            )
+            done = Counter.CONVERSIONS_TO_PRIVATE if to_private else Counter.CONVERSIONS_TO_SHARED
+            state.counts[done] += 1
 
 
-def _add(counts: dict[str, int], counter: str, n: int, refused: bool) -> None:
-    counts[counter] += n
-    if refused:
-        counts["host_faults"] -= n
+def _add(counts: Counts, counter: Counter) -> None:
+    counts[counter] += 1
+    if counter.refusal:  # taken, then refused: not also a host fault
+        counts[Counter.HOST_FAULTS] -= 1
 
 
 def _sum_by(keys: np.ndarray, weights: np.ndarray | None) -> list[tuple[int, int]]:

@@ -2,7 +2,7 @@
 
 bcc and the LLVM inside it cost a process about 150 MB resident once a program is
 compiled, and keep it for the process's life. The child (`python -m
-gmemtrace.loader_child`) checks the requirements, plans the probes, compiles, loads and
+gmemtrace.probes.loader_child`) checks the requirements, plans the probes, compiles, loads and
 attaches, then hands over the descriptors that matter (the maps, the functions run on
 demand, the attachments) through a Unix socket (SCM_RIGHTS) and exits without detaching.
 The tracer keeps them in a HeldProgram (gmemtrace/probes/maps.py): its probes stay
@@ -24,7 +24,7 @@ from gmemtrace.errors import GmemtraceError
 from gmemtrace.probes.maps import HeldProgram
 from gmemtrace.probes.plan import Choice
 
-CHILD = "gmemtrace.loader_child"  # the child's side: compile, load, attach, hand over
+CHILD = "gmemtrace.probes.loader_child"  # the child's side: compile, load, attach, hand over
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 250  # SCM_MAX_FD is 253
 LOAD_TIMEOUT_S = 600  # a cold bcc compile in the lab's emulated guest takes a minute
@@ -63,5 +63,5 @@ def load(
         for fd in fds:
             os.close(fd)
         raise GmemtraceError(reply["error"], reply.get("exit_code"))
-    plan = [Choice(**c | {"rejected": [tuple(r) for r in c["rejected"]]}) for c in reply["plan"]]
+    plan = [Choice.from_dict(c) for c in reply["plan"]]
     return HeldProgram.from_handover(reply, fds, ncpus), plan

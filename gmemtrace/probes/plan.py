@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gmemtrace.errors import GmemtraceError, UsageError
+from gmemtrace.events import Probe, Tier
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.headers import Headers, cache_dir
+from gmemtrace.kernel.host import Host
 from gmemtrace.kernel.kallsyms import symbols_containing
 from gmemtrace.probes.functions import FUNCTIONS
+from gmemtrace.probes.requirements import require_all
 
-FENTRY, KPROBE, TRACEPOINT = "fentry", "kprobe", "tracepoint"
-TIERS = (FENTRY, KPROBE, TRACEPOINT)
+FENTRY, KPROBE, TRACEPOINT = Tier
 FORCEABLE = (KPROBE, TRACEPOINT)  # what --tier accepts: the tiers that collect somewhere
 
 EVENTS = (
@@ -105,9 +108,25 @@ GUEST_FAULT_BY_GPA = (
 @dataclass
 class Choice:
     event: str
-    tier: str | None  # None: this kernel cannot show the event with any tier
-    attach: str
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (tier, why)
+    tier: Tier | None  # None: this kernel cannot show the event with any tier
+    attach: str  # as `gmemtrace probes` shows it ("kprobe:kvm_gmem_get_pfn", a tracepoint)
+    rejected: list[tuple[Tier, str]] = field(default_factory=list)  # (tier, why)
+    function: str = ""  # the guest_memfd function, when a function tier serves it
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Choice:
+        """A choice as plan_dicts() wrote it (the loader child sends the plan so)."""
+        return cls(
+            d["event"],
+            Tier(d["tier"]) if d["tier"] else None,
+            d["attach"],
+            [(Tier(tier), why) for tier, why in d["rejected"]],
+            d.get("function", ""),
+        )
+
+    @property
+    def probe(self) -> Probe:
+        return Probe(self.tier, self.attach)
 
 
 def _tracepoint_exists(tracefs: Path, name: str) -> bool:
@@ -127,7 +146,7 @@ def program_types(headers: Headers, btf: Btf, tracefs: Path) -> dict[str, str]:
         pass
     from gmemtrace.probes.bcc_backend import check_program_types
 
-    checks = check_program_types(TIERS, headers, btf, tracefs)
+    checks = check_program_types(tuple(Tier), headers, btf, tracefs)
     found = {tier: "" if c.works else c.detail for tier, c in checks.items()}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +171,7 @@ def make_plan(
     for event in EVENTS:
         functions = FUNCTIONS.get(event, ())
         choice = Choice(event, None, "")
-        for tier in TIERS:
+        for tier in Tier:
             if force is not None and tier != force:
                 continue
             why = _reject(tier, event, functions, btf, in_kallsyms, loads, tracefs)
@@ -165,7 +184,8 @@ def make_plan(
                 if event == "guest_fault" and _tracepoint_exists(tracefs, KVM_PAGE_FAULT):
                     choice.attach = GUEST_FAULT_BY_GPA
             else:
-                choice.attach = f"{tier}:{_present(functions, btf, in_kallsyms)}"
+                choice.function = _present(functions, btf, in_kallsyms)
+                choice.attach = f"{tier.value}:{choice.function}"
             break
         plan.append(choice)
     return plan
@@ -173,7 +193,7 @@ def make_plan(
 
 def function_events(plan: list[Choice]) -> dict[str, str]:
     """{event: function} for the events the plan gives the function tier."""
-    return {c.event: c.attach.split(":", 1)[1] for c in plan if c.tier in (FENTRY, KPROBE)}
+    return {c.event: c.function for c in plan if c.tier is not None and c.tier.on_functions}
 
 
 def _present(functions: tuple[str, ...], btf: Btf, in_kallsyms: set[str]) -> str:
@@ -181,7 +201,7 @@ def _present(functions: tuple[str, ...], btf: Btf, in_kallsyms: set[str]) -> str
 
 
 def _reject(
-    tier: str,
+    tier: Tier,
     event: str,
     functions: tuple[str, ...],
     btf: Btf,
@@ -214,9 +234,9 @@ def _reject(
     return loads.get(tier, "")
 
 
-def plan_json(plan: list[Choice]) -> dict[str, str]:
-    """{event: attach point} as stored in traces and reports."""
-    return {c.event: (f"{c.tier}: {c.attach}" if c.tier else "unavailable") for c in plan}
+def plan_probes(plan: list[Choice]) -> dict[str, Probe]:
+    """{event: the probe that serves it}, as trace headers and reports keep it."""
+    return {c.event: c.probe for c in plan}
 
 
 def plan_dicts(plan: list[Choice]) -> list[dict[str, object]]:
@@ -228,3 +248,23 @@ def require_tier(plan: list[Choice], force: str | None) -> None:
     if force and not any(c.tier == force for c in plan):
         reasons = {why for c in plan for tier, why in c.rejected if tier == force}
         raise GmemtraceError(f"tier {force} cannot be used here: {'; '.join(sorted(reasons))}")
+
+
+@dataclass
+class Setup:
+    """What loading the probes starts from: the kernel's headers and BTF, tracefs, the plan."""
+
+    headers: Headers
+    btf: Btf
+    tracefs: Path
+    plan: list[Choice]
+
+
+def prepare(force_tier: str | None = None, host: Host | None = None) -> Setup:
+    """Check every requirement of tracing and plan the probes; raise the first problem,
+    in doctor's words, naming its fix (probes/requirements.py)."""
+    met = require_all(host or Host())
+    loads = program_types(met.headers, met.btf, met.tracefs)
+    plan = make_plan(met.btf, loads, met.tracefs, force_tier)
+    require_tier(plan, force_tier)
+    return Setup(met.headers, met.btf, met.tracefs, plan)

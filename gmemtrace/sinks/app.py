@@ -6,8 +6,8 @@ conversion log the rest. Each guest_memfd has a minute of history (host, refused
 and guest faults per second), the header the events per second. Keys: q (or
 Ctrl-C) quits with the summary, p pauses the display while collection goes on,
 s cycles the sort, arrows and Enter open a guest_memfd's map at page resolution,
-/ filters by pid or comm, ? shows them. It draws what LiveView (sinks/view.py)
-collects; it attaches nothing.
+/ filters by pid or comm, ? shows them. It draws the frames the view loop
+(gmemtrace/view.py) makes; it attaches nothing and computes no ranking of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from rich.console import Group, RenderableType
 from rich.padding import Padding
@@ -30,24 +30,26 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Input, RichLog, Static
 
-from gmemtrace.kernel.procfs import comm_of
+from gmemtrace.events import Counter
+from gmemtrace.model.frame import SORTS, Frame, ViewInfo
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
-from gmemtrace.sinks.dashboard import SORT_KEYS, Dashboard, ViewInfo
-from gmemtrace.sinks.strip import STATE_COLOUR, ShareabilityStrip, legend, no_colour, page_glyph
-
-if TYPE_CHECKING:
-    from gmemtrace.collector import Collector
+from gmemtrace.sinks.dashboard import Dashboard
+from gmemtrace.sinks.palette import STATE_COLOUR
+from gmemtrace.sinks.strip import ShareabilityStrip, legend, no_colour, page_glyph
 
 
 class Feed(Protocol):
-    """What the app reads from the view loop that runs it (sinks/view.py: LiveView)."""
+    """What the app reads from the view loop that runs it (gmemtrace/view.py: LiveView)."""
 
-    collector: Collector
     info: ViewInfo
     pump_s: float
+    sort: Counter
 
-    def dashboard(self) -> Dashboard: ...
+    @property
+    def model(self) -> Model: ...
+
+    def frame(self, sort: Counter, wanted: str) -> Frame: ...
 
     def redraw_due(self) -> bool: ...
 
@@ -56,11 +58,10 @@ class Feed(Protocol):
 
 HISTORY_S = 60  # samples kept per guest_memfd: one per rate interval
 SPARK = " ▁▂▃▄▅▆▇█"
-SORT_ORDER = list(SORT_KEYS)
 HISTORY_COUNTERS = (
-    ("host", "host_faults"),
-    ("ref", "host_faults_refused"),
-    ("guest", "guest_faults"),
+    ("host", Counter.HOST_FAULTS),
+    ("ref", Counter.HOST_FAULTS_REFUSED),
+    ("guest", Counter.GUEST_FAULTS),
 )
 PAGES_PER_ROW = 64
 MAX_STRIP_ROWS = 16  # a map's lines at most, however large the guest_memfd
@@ -109,7 +110,7 @@ class History:
     counters in HISTORY_COUNTERS."""
 
     events: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_S))
-    inodes: dict[int, dict[str, deque[float]]] = field(default_factory=dict)
+    inodes: dict[int, dict[Counter, deque[float]]] = field(default_factory=dict)
 
     def add(self, rates: Rates) -> None:
         self.events.append(rates.events_per_s)
@@ -119,17 +120,6 @@ class History:
             )
             for _, name in HISTORY_COUNTERS:
                 series[name].append(rate.get(name, 0.0))
-
-
-def matches(model: Model, pid: int | None, wanted: str) -> bool:
-    """Whether the filter (a pid, or part of a process name) selects process `pid`."""
-    if not wanted:
-        return True
-    if pid is None:
-        return False
-    if wanted.isdigit():
-        return int(wanted) == pid
-    return wanted in (model.comms.get(pid) or comm_of(pid))
 
 
 class Maps(Widget):
@@ -143,7 +133,7 @@ class Maps(Widget):
         self.live = app
 
     def render(self) -> RenderableType:
-        board, states = self.live.board(), self.live.shown()
+        board, states = Dashboard(self.live.frame), self.live.shown()
         if not states:
             waiting = self.live.view.info.waiting_for or self.live.view.info.targets
             if self.live.filter:
@@ -267,7 +257,7 @@ class PageMap(Screen[None]):
         self.set_interval(1.0, self.refresh_map)
 
     def refresh_map(self) -> None:
-        state = self.live.view.collector.model.inodes.get(self.ino)
+        state = self.live.view.model.inodes.get(self.ino)
         if state is None:
             return
         title = Text(no_wrap=True, overflow="ellipsis")
@@ -282,7 +272,7 @@ class PageMap(Screen[None]):
 
     def page_rows(self, state: InodeState) -> RenderableType:
         plain = no_colour()
-        refused = {r.page for r in self.live.view.collector.model.refused if r.ino == state.ino}
+        refused = {r.page for r in self.live.view.model.refused if r.ino == state.ino}
         rows = Text(no_wrap=True)
         for row in range(0, state.size_pages, PAGES_PER_ROW):
             rows.append(f"{row:>9} {row * 4096:#012x}  ", style="dim")
@@ -315,7 +305,7 @@ class Help(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static(HELP.format(sorts=", ".join(SORT_ORDER)), id="help")
+        yield Static(HELP.format(sorts=", ".join(c.short for c in SORTS)), id="help")
 
 
 class LiveApp(App[None]):
@@ -357,18 +347,17 @@ class LiveApp(App[None]):
         self.view, self.tick = view, tick
         self.history = History()
         self.paused = False
+        self.sort = view.sort
         self.filter = ""
+        self.frame = view.frame(self.sort, self.filter)  # what is on the screen
         self.selected_ino: int | None = None
         self.frames = 0  # frames drawn (a paused view draws none)
         self.output_seen = bytearray()  # the command's, printed again once the app is gone
 
-    # --- what is shown -------------------------------------------------------------
-    def board(self) -> Dashboard:
-        return self.view.dashboard()
-
+    # --- what is shown: the frame --------------------------------------------------
     def shown(self) -> list[InodeState]:
-        model = self.view.collector.model
-        return [s for s in self.board().ranked_inodes() if matches(model, s.pid, self.filter)]
+        """The guest_memfds on the screen, in its order."""
+        return list(self.frame.inodes)
 
     def selected_index(self, states: list[InodeState]) -> int:
         inos = [s.ino for s in states]
@@ -420,19 +409,18 @@ class LiveApp(App[None]):
         if self.paused:
             return
         self.frames += 1
-        board = self.board()
+        self.frame = self.view.frame(self.sort, self.filter)  # the one read of the model
+        board = Dashboard(self.frame)
         states = self.shown()
-        self.query_one("#header", Static).update(Group(*self.header(board)))
+        self.query_one("#header", Static).update(Group(*self.header()))
         self.query_one(Maps).refresh(layout=True)  # its height follows the guest_memfds
         height = self.size.height
         rows = max(1, min(len(states), height // 4))
-        self.query_one("#inode-table", Static).update(board.inode_table(states, rows))
-        model = self.view.collector.model
+        self.query_one("#inode-table", Static).update(board.inode_table(rows))
         threads = self.query_one("#thread-table", Static)
         threads.display = self.size.width >= WIDE  # beside the inodes' table, or not at all
         if threads.display:
-            keep = lambda pid: matches(model, pid, self.filter)  # noqa: E731
-            threads.update(board.thread_table(min(rows, 8), keep) if model.per_thread else "")
+            threads.update(board.thread_table(min(rows, 8)) if self.frame.threads else "")
         # The log and histograms as long as their content, up to a quarter of what is left
         # once the fixed rows are drawn; the maps take every other row (their charts grow).
         log_rows = max(2, (height - 12) // 4)
@@ -447,13 +435,14 @@ class LiveApp(App[None]):
             Group(*board.histograms(log_rows + 1, latency_width))
         )
 
-    def header(self, board: Dashboard) -> list[Text]:
-        first, second = board.header(self.size.width)
+    def header(self) -> list[Text]:
+        """The header of the frame on the screen, with the view's own state."""
+        first, second = Dashboard(self.frame).header(self.size.width)
         recent = list(self.history.events)[-min(HISTORY_S, max(10, self.size.width // 5)) :]
         (spark,) = sparkline(recent, len(recent) or 1)  # beside its label, not padded away
         first.append("  last minute ", style="dim")
         first.append(spark, style="cyan")
-        second.append(f"  sort {self.view.info.sort}", style="bold")
+        second.append(f"  sort {self.sort.short}", style="bold")
         if self.filter:
             second.append(f"  filter {self.filter!r}", style="bold yellow")
         if self.paused:
@@ -473,12 +462,10 @@ class LiveApp(App[None]):
         if not self.paused:
             self.redraw()
         else:  # say so at once: the last frame stays, marked
-            self.query_one("#header", Static).update(Group(*self.header(self.board())))
+            self.query_one("#header", Static).update(Group(*self.header()))
 
     def action_sort(self) -> None:
-        current = self.view.info.sort
-        following = SORT_ORDER[(SORT_ORDER.index(current) + 1) % len(SORT_ORDER)]
-        self.view.info.sort = following
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
         self._redraw_now()
 
     def action_move(self, step: int) -> None:

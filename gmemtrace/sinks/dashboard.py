@@ -7,9 +7,7 @@ test renders them from a recorded trace at any size.
 
 from __future__ import annotations
 
-import os
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter as Tally
 from dataclasses import dataclass
 
 from rich import box
@@ -17,35 +15,32 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gmemtrace.events import COUNTER_TABLE
+from gmemtrace.events import Counter, Probe, result_name
 from gmemtrace.kernel.uapi import decode_gmem_flags
+from gmemtrace.model.frame import Frame, ViewInfo
 from gmemtrace.model.rates import Rates
-from gmemtrace.model.state import InodeState, Model, Share
+from gmemtrace.model.state import InodeState, Model, Refused, Share
+from gmemtrace.sinks.palette import ERROR_STYLE, OK_STYLE
 from gmemtrace.sinks.strip import ShareabilityStrip, pages_per_cell
 
-SORT_KEYS = {c.short: c.name for c in COUNTER_TABLE if c.rated}
 HOT_WINDOW_NS = 2_000_000_000
 VMM_NAMES = ("qemu", "cloud-hyperviso", "firecracker", "crosvm", "fc_vcpu", "gmemtrace")
+# The rate columns of the inode and thread tables (their totals follow).
+INODE_RATES = (
+    Counter.HOST_FAULTS,
+    Counter.HOST_FAULTS_REFUSED,
+    Counter.GUEST_FAULTS,
+    Counter.PAGES_ALLOCATED,
+    Counter.PAGES_FREED,
+    Counter.CONVERSION_ATTEMPTS,
+)
+THREAD_RATES = INODE_RATES[:4]
 
 
-@dataclass
-class ViewInfo:
-    """What the dashboard shows besides the model: set by the live command (or a test)."""
-
-    kernel: str
-    probes: dict[str, str]
-    targets: str
-    elapsed_s: float
-    now_ns: int  # the model's clock (CLOCK_MONOTONIC) at this frame
-    sort: str = "host"
-    waiting_for: str = ""  # targets named but no guest_memfd activity seen yet
-    note: str = ""  # e.g. "replaying a recorded trace"
-
-
-def tier_summary(probes: dict[str, str]) -> str:
-    tiers = Counter(v.split(":")[0] for v in probes.values())
-    missing = [e for e, v in probes.items() if v == "unavailable"]
-    text = ", ".join(f"{t} x{n}" for t, n in tiers.items() if t != "unavailable")
+def tier_summary(probes: dict[str, Probe]) -> str:
+    tiers = Tally(p.tier for p in probes.values() if p.tier is not None)
+    missing = [e for e, p in probes.items() if p.tier is None]
+    text = ", ".join(f"{t.value} x{n}" for t, n in tiers.items())
     return text + (f"; unavailable: {', '.join(missing)}" if missing else "")
 
 
@@ -66,20 +61,23 @@ def _rate(value: float) -> str:
     return f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dashboard:
-    model: Model
-    rates: Rates
-    info: ViewInfo
+    """The sections of one frame (model/frame.py), as rich renderables."""
 
-    def ranked_inodes(self) -> list[InodeState]:
-        key = SORT_KEYS.get(self.info.sort, "host_faults")
+    frame: Frame
 
-        def activity(state: InodeState) -> tuple[float, int, int]:
-            rate = self.rates.inodes.get(state.ino, {}).get(key, 0.0)
-            return (rate, state.counts[key], state.ino)
+    @property
+    def model(self) -> Model:
+        return self.frame.model
 
-        return sorted(self.model.inodes.values(), key=activity, reverse=True)
+    @property
+    def rates(self) -> Rates:
+        return self.frame.rates
+
+    @property
+    def info(self) -> ViewInfo:
+        return self.frame.info
 
     # --- sections -------------------------------------------------------------
     def header(self, width: int) -> list[Text]:
@@ -87,7 +85,7 @@ class Dashboard:
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("gmemtrace", style="bold")
         text.append(f"  {self.info.kernel}  ")
-        text.append(f"{self.info.elapsed_s:6.1f}s  ", style="cyan")
+        text.append(f"{self.frame.elapsed_s:6.1f}s  ", style="cyan")
         text.append(f"{_rate(self.rates.events_per_s)} events/s  ")
         text.append(f"lost {lost}", style="bold white on red" if lost else "dim")
         if lost:
@@ -124,63 +122,43 @@ class Dashboard:
             style="dim",
         )
         refused = {
-            r.page for r in self.model.refused if r.ino == state.ino and r.reason == "private"
+            r.page for r in self.model.refused if r.ino == state.ino and r.reason is Refused.PRIVATE
         }
-        hot_since = self.info.now_ns - HOT_WINDOW_NS
+        hot_since = self.frame.now_ns - HOT_WINDOW_NS
         return [label, ShareabilityStrip(state, refused, hot_since, rows, stretch)]
 
-    def inode_table(self, inodes: list[InodeState], rows: int) -> Table:
+    def inode_table(self, rows: int) -> Table:
+        """The frame's busiest guest_memfds: rates a second, then host and refused totals."""
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), expand=False, show_edge=False)
-        for name in (
-            "inode",
-            "host/s",
-            "ref/s",
-            "guest/s",
-            "alloc/s",
-            "free/s",
-            "conv/s",
-            "host",
-            "refused",
-        ):
+        names = ["inode", *(f"{c.header}/s" for c in INODE_RATES), "host", "refused"]
+        for name in names:
             table.add_column(name, justify="right", no_wrap=True)
-        for state in inodes[:rows]:
+        for state in self.frame.inodes[:rows]:
             r = self.rates.inodes.get(state.ino, {})
-            refused_style = "bold red" if state.counts["host_faults_refused"] else ""
+            refused = state.counts[Counter.HOST_FAULTS_REFUSED]
+            style = "bold red" if refused else ""
             table.add_row(
                 str(state.ino),
-                _rate(r.get("host_faults", 0)),
-                Text(_rate(r.get("host_faults_refused", 0)), style=refused_style),
-                _rate(r.get("guest_faults", 0)),
-                _rate(r.get("pages_allocated", 0)),
-                _rate(r.get("pages_freed", 0)),
-                _rate(r.get("conversion_attempts", 0)),
-                str(state.counts["host_faults"]),
-                Text(str(state.counts["host_faults_refused"]), style=refused_style),
+                *(Text(_rate(r.get(c, 0)), style=style if c.refusal else "") for c in INODE_RATES),
+                str(state.counts[Counter.HOST_FAULTS]),
+                Text(str(refused), style=style),
             )
         return table
 
-    def thread_table(self, rows: int, keep: Callable[[int], bool] = lambda pid: True) -> Table:
-        """The busiest threads (of the processes `keep` accepts)."""
-        key = SORT_KEYS.get(self.info.sort, "host_faults")
-        ranked = sorted(
-            ((k, v) for k, v in self.model.per_thread.items() if keep(k[0])),
-            key=lambda kv: (self.rates.threads.get(kv[0], {}).get(key, 0.0), kv[1][key]),
-            reverse=True,
-        )
+    def thread_table(self, rows: int) -> Table:
+        """The frame's busiest threads."""
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
-        for name in ("pid", "tid", "comm", "host/s", "ref/s", "guest/s", "alloc/s", "host"):
+        names = ["pid", "tid", "comm", *(f"{c.header}/s" for c in THREAD_RATES), "host"]
+        for name in names:
             table.add_column(name, justify="left" if name == "comm" else "right", no_wrap=True)
-        for (pid, tid), counts in ranked[:rows]:
+        for (pid, tid), counts in self.frame.threads[:rows]:
             r = self.rates.threads.get((pid, tid), {})
             table.add_row(
                 str(pid),
                 str(tid),
                 self.model.comms.get(pid, "?")[:15],
-                _rate(r.get("host_faults", 0)),
-                _rate(r.get("host_faults_refused", 0)),
-                _rate(r.get("guest_faults", 0)),
-                _rate(r.get("pages_allocated", 0)),
-                str(counts["host_faults"]),
+                *(_rate(r.get(c, 0)) for c in THREAD_RATES),
+                str(counts[Counter.HOST_FAULTS]),
             )
         return table
 
@@ -188,15 +166,15 @@ class Dashboard:
         start = self.model.first_ns or 0
         entries: list[tuple[int, Text]] = []
         for c in self.model.conversions[-rows:]:
-            result = "ok" if c.result == 0 else _errno(c.result)
+            result = result_name(c.result)
             where = f"ino {c.ino}" if c.ino else "unbound gpa"
             text = Text(
                 f"  +{(c.ts_ns - start) / 1e9:.3f}s pid {c.pid} convert {where} "
-                f"pages {c.first}+{c.count} -> {c.to} ",
+                f"pages {c.first}+{c.count} -> {c.to.value} ",
                 no_wrap=True,
                 overflow="ellipsis",
             )
-            text.append(result, style="green" if c.result == 0 else "yellow")
+            text.append(result, style=OK_STYLE if c.result == 0 else ERROR_STYLE)
             text.append(f" {c.latency_ns / 1000:.1f}us {c.interface}")
             entries.append((c.ts_ns, text))
         for r in self.model.refused[-rows:]:
@@ -205,7 +183,7 @@ class Dashboard:
                 no_wrap=True,
                 overflow="ellipsis",
             )
-            beyond = r.reason == "beyond_eof"
+            beyond = r.reason is Refused.BEYOND_EOF
             text.append("fault beyond the end" if beyond else "refused fault", style="bold red")
             text.append(f" ino {r.ino} page {r.page} (SIGBUS) at {r.address:#x}")
             entries.append((r.ts_ns, text))
@@ -233,9 +211,3 @@ def _ns(ns: int) -> str:
         if ns >= scale:
             return f"{ns / scale:.0f}{unit}"
     return f"{ns}ns"
-
-
-def _errno(result: int) -> str:
-    code = -result
-    names = {1: "EPERM", 11: "EAGAIN", 14: "EFAULT", 22: "EINVAL", 25: "ENOTTY", 12: "ENOMEM"}
-    return names.get(code, os.strerror(code) if code > 0 else str(result))

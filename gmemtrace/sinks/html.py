@@ -7,9 +7,11 @@ from typing import Any
 
 import pandas as pd
 
+from gmemtrace.events import Counter
 from gmemtrace.model.state import InodeState, Model, Share
+from gmemtrace.sinks.palette import STATE_HEX
 
-COLOURS = {Share.SHARED: "#2e9d3a", Share.PRIVATE: "#b03ab0", Share.UNKNOWN: "#9a9a9a"}
+COLOURS = STATE_HEX
 MAX_MAPS = 12
 
 
@@ -46,11 +48,13 @@ def trace_html(report: dict[str, Any], inodes: pd.DataFrame, model: Model) -> st
         f"{len(report['inodes'])} guest_memfd inodes, lost events {info['lost_events']}, "
         f"{status}</h4>",
         inodes.to_html() if len(report["inodes"]) else "<p>no guest_memfd activity</p>",
-        '<p><span style="color:#2e9d3a">&#9632; shared</span> '
-        '<span style="color:#b03ab0">&#9632; private</span> '
-        '<span style="color:#9a9a9a">&#9632; unknown</span> &#9644; resident pages</p>',
+        "<p>"
+        + "".join(f'<span style="color:{STATE_HEX[s]}">&#9632; {s.value}</span> ' for s in Share)
+        + "&#9644; resident pages</p>",
     ]
-    for state in sorted(model.inodes.values(), key=lambda s: -s.counts["host_faults"])[:MAX_MAPS]:
+    for state in sorted(model.inodes.values(), key=lambda s: -s.counts[Counter.HOST_FAULTS])[
+        :MAX_MAPS
+    ]:
         parts.append(
             f"<div><code>ino {state.ino}, {state.size_pages} pages</code><br>"
             f"{shareability_svg(state)}</div>"

@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from gmemtrace.events import COUNTER_TABLE
-from gmemtrace.model.rates import RATE_COUNTERS, Rates
+from gmemtrace.events import RATED
+from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import Model
 
 SCHEMA: dict[str, Any] = {
@@ -59,7 +59,7 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "ino": {"type": "integer"},
                     "init": {"enum": ["shared", "private", "unknown"]},
-                    "per_s": {"type": "object", "required": list(RATE_COUNTERS)},
+                    "per_s": {"type": "object", "required": list(RATED)},
                     "totals": {"type": "object"},
                 },
             },
@@ -78,7 +78,7 @@ def interval_record(model: Model, rates: Rates, elapsed_s: float) -> dict[str, A
         | {
             "resident_pages": model.inodes[ino].resident.count(True),
             "per_s": {k: round(v, 3) for k, v in rates.inodes.get(ino, {}).items()}
-            or dict.fromkeys(RATE_COUNTERS, 0.0),
+            or dict.fromkeys(RATED, 0.0),
             "totals": dict(model.inodes[ino].counts),
         }
         for ino in sorted(model.inodes)
@@ -99,10 +99,7 @@ def interval_record(model: Model, rates: Rates, elapsed_s: float) -> dict[str, A
         "events_per_s": round(rates.events_per_s, 1),
         "events_total": model.events_applied,
         "lost_events": model.lost_events,
-        "lost_reasons": {
-            "ring_full": model.lost_events - model.lost_refused,
-            "refused_with_room": model.lost_refused,
-        },
+        "lost_reasons": model.lost_by_reason(),
         "inodes": inodes,
         "threads": threads,
     }
@@ -121,7 +118,7 @@ COLUMNS = (
     ("PRIVATE", "private_pages", 9),
     ("RESIDENT", "resident_pages", 9),
 )
-RATE_COLUMNS = tuple((f"{c.short.upper()}/s", c.name) for c in COUNTER_TABLE if c.rated)
+RATE_COLUMNS = tuple((f"{c.short.upper()}/s", c.value) for c in RATED)
 
 
 def write_plain(out: TextIO, record: dict[str, Any]) -> None:

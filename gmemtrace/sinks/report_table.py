@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gmemtrace.events import COUNTER_TABLE
+from gmemtrace.events import TABULATED
 from gmemtrace.report import INODE_FIELDS
 
 
@@ -44,7 +44,7 @@ def to_table(report: dict[str, Any]) -> RenderableType:
         ("shared", "shared_pages"),
         ("priv", "private_pages"),
         ("unkn", "unknown_pages"),
-        *((c.header, c.name) for c in COUNTER_TABLE if c.rated or c.name == "hole_punches"),
+        *((c.header, c.value) for c in TABULATED),
     )
     for header, _ in columns:
         table.add_column(header, justify="left" if header == "init" else "right", no_wrap=True)

@@ -23,8 +23,8 @@ from rich.style import Style
 from rich.text import Text
 
 from gmemtrace.model.state import InodeState, Share
+from gmemtrace.sinks.palette import STATE_COLOUR
 
-STATE_COLOUR = {Share.SHARED: "green", Share.PRIVATE: "magenta", Share.UNKNOWN: "grey50"}
 HOT_BACKGROUND = "grey30"
 FULL, PARTIAL, EMPTY, REFUSED = "█", "▄", "░", "✗"
 # Without colour: (resident, partly, not) per state.

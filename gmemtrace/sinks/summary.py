@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.text import Text
 
 from gmemtrace.collector import Collector
+from gmemtrace.model.frame import ViewInfo
 from gmemtrace.report import build_report
-from gmemtrace.sinks.dashboard import ViewInfo
 from gmemtrace.sinks.report_table import to_table
 
 

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gmemtrace.events import COUNTER_TABLE
+from gmemtrace.events import TABULATED, result_name
+from gmemtrace.model.state import Share
+from gmemtrace.sinks.palette import STATE_COLOUR
 
-COLUMNS = tuple((c.short, c.name) for c in COUNTER_TABLE if c.rated or c.name == "hole_punches")
+COLUMNS = tuple((c.short, c.value) for c in TABULATED)
 
 
 def _conversion_results(inode: dict[str, Any]) -> str:
     results: dict[str, int] = {}
     for op in inode["ops"]:
         if op["op"] == "convert":
-            key = f"{op['interface']}:{'ok' if op['errno'] == 0 else os.strerror(op['errno'])}"
+            key = f"{op['interface']}:{result_name(-op['errno'])}"
             results[key] = results.get(key, 0) + 1
     return "; ".join(f"{key} x{n}" for key, n in results.items())
 
@@ -40,7 +41,7 @@ def truth_table(truth: dict[str, Any]) -> RenderableType:
             str(inode["ino"]),
             "|".join(inode["flag_names"]) or "0",
             str(inode["size_pages"]),
-            Text(inode["init"], style="green" if inode["init"] == "shared" else "magenta"),
+            Text(inode["init"], style=STATE_COLOUR[Share(inode["init"])]),
             *(str(inode["counts"][key]) for _, key in COLUMNS),
         )
     lines: list[RenderableType] = [table]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gmemtrace.errors import GmemtraceError
+from gmemtrace.events import Interface
 from gmemtrace.kernel import kvm
 from gmemtrace.kernel.uapi import PAGE_SIZE
 from gmemtrace.workload import guest
@@ -286,7 +287,7 @@ class Workload:
         ledger = self.truth[gmem.ino]
         for a in attempts:
             ledger.convert(first, count, to_private, a.interface, a.errno, self.pid)
-            if a.errno == 0 and a.interface == "KVM_SET_MEMORY_ATTRIBUTES":
+            if a.errno == 0 and a.interface is Interface.VM_ATTRIBUTES:
                 self._attributes_set(gfns, to_private)
                 if changes:  # KVM unmaps the range from the guest, unless nothing changed
                     ledger.guest_unmap(first, count)

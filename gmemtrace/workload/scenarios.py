@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gmemtrace.events import Counter
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_MMAP as MMAP
 from gmemtrace.kernel.uapi import KVM_X86_SW_PROTECTED_VM, PAGE_SIZE
@@ -70,7 +71,7 @@ def fault_storm(wl: Workload, p: Params) -> None:
             else:
                 wl.zap(host, 0, pages)  # keeps the pages: the next round only re-maps
     elapsed = time.perf_counter() - start
-    faults = wl.truth[gmem.ino].counts["host_faults"]
+    faults = wl.truth[gmem.ino].counts[Counter.HOST_FAULTS]
     wl.facts["host_faults_per_s"] = round(faults / elapsed) if elapsed else 0
     wl.facts["storm_seconds"] = round(elapsed, 6)
 

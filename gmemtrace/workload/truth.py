@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gmemtrace.events import COUNTERS
+from gmemtrace.events import Counter, Counts, Interface, new_counts
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED, decode_gmem_flags
 from gmemtrace.model.intervals import IntervalMap
 
@@ -42,7 +42,7 @@ class InodeTruth:
     host_mapped: dict[int, set[int]] = field(default_factory=dict)  # mapping id -> pages
     guest_mapped: set[int] = field(default_factory=set)
     memslots: list[dict[str, int]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    counts: Counts = field(default_factory=new_counts)
     ops: list[dict[str, Any]] = field(default_factory=list)
     resident_before_release: set[int] = field(default_factory=set)
 
@@ -63,7 +63,7 @@ class InodeTruth:
     def _allocate(self, pages: set[int]) -> int:
         new = pages - self.resident
         self.resident |= new
-        self.counts["pages_allocated"] += len(new)
+        self.counts[Counter.PAGES_ALLOCATED] += len(new)
         return len(new)
 
     def host_touch(self, mapping: int, pages: list[int], pid: int, op: str = "host_touch") -> None:
@@ -72,7 +72,7 @@ class InodeTruth:
         wanted = set(pages)
         faulted = wanted - mapped
         mapped |= faulted
-        self.counts["host_faults"] += len(faulted)
+        self.counts[Counter.HOST_FAULTS] += len(faulted)
         allocated = self._allocate(faulted)
         first = min(pages)
         self.log(op, first, max(pages) - first + 1, pid, faults=len(faulted), allocated=allocated)
@@ -81,7 +81,8 @@ class InodeTruth:
         """A host access refused with SIGBUS: a private page, or a page past the end of the
         file (through a mapping longer than it)."""
         beyond = page >= self.size_pages
-        self.counts["host_faults_beyond_eof" if beyond else "host_faults_refused"] += 1
+        refusal = Counter.HOST_FAULTS_BEYOND_EOF if beyond else Counter.HOST_FAULTS_REFUSED
+        self.counts[refusal] += 1
         op = "host_fault_beyond_eof" if beyond else "host_fault_refused"
         self.log(op, page, 1, pid, signal="SIGBUS")
 
@@ -92,7 +93,7 @@ class InodeTruth:
         wanted = set(pages)
         faulted = wanted - self.guest_mapped
         self.guest_mapped |= faulted
-        self.counts["guest_faults"] += len(faulted)
+        self.counts[Counter.GUEST_FAULTS] += len(faulted)
         allocated = self._allocate(faulted)
         host_mapped = mapped_by_kvm or set()
         self.host_mapped.setdefault(mapping, set()).update(host_mapped)
@@ -128,18 +129,20 @@ class InodeTruth:
         for mapped in self.host_mapped.values():
             mapped -= pages
         self.guest_mapped -= pages
-        self.counts["pages_freed"] += len(freed)
-        self.counts["hole_punches"] += 1
+        self.counts[Counter.PAGES_FREED] += len(freed)
+        self.counts[Counter.HOLE_PUNCHES] += 1
         self.log("punch", first, count, pid, freed=len(freed))
 
     def convert(
-        self, first: int, count: int, to_private: bool, interface: str, err: int, pid: int
+        self, first: int, count: int, to_private: bool, interface: Interface, err: int, pid: int
     ) -> None:
-        self.counts["conversion_attempts"] += 1
+        self.counts[Counter.CONVERSION_ATTEMPTS] += 1
         if err == 0:
             target = PRIVATE if to_private else SHARED
             self.state.assign(first, first + count, target)
-            self.counts["conversions_to_private" if to_private else "conversions_to_shared"] += 1
+            self.counts[
+                Counter.CONVERSIONS_TO_PRIVATE if to_private else Counter.CONVERSIONS_TO_SHARED
+            ] += 1
             if to_private:  # the host loses its mappings of pages turned private
                 for mapped in self.host_mapped.values():
                     mapped.difference_update(range(first, first + count))
@@ -156,7 +159,7 @@ class InodeTruth:
     def release(self, pid: int) -> None:
         """Last reference gone: the page cache is emptied."""
         self.resident_before_release = set(self.resident)
-        self.counts["pages_freed"] += len(self.resident)
+        self.counts[Counter.PAGES_FREED] += len(self.resident)
         self.log("release", 0, self.size_pages, pid, freed=len(self.resident))
         self.resident.clear()
 

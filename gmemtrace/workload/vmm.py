@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from gmemtrace.errors import GmemtraceError
+from gmemtrace.events import Interface
 from gmemtrace.kernel import kvm
 from gmemtrace.kernel.uapi import PAGE_SIZE
 
@@ -180,7 +181,7 @@ class GuestMemfd:
 class ConversionAttempt:
     """One conversion request as issued, and what the kernel answered."""
 
-    interface: str
+    interface: Interface
     to_private: bool
     first: int
     count: int
@@ -285,7 +286,7 @@ class Vm:
         )
         attempts = [
             ConversionAttempt(
-                "KVM_SET_MEMORY_ATTRIBUTES2",
+                Interface.ATTRIBUTES2,
                 to_private,
                 first,
                 count,
@@ -295,7 +296,7 @@ class Vm:
         if gpa is not None:
             err = self.set_attributes(gpa, count * PAGE_SIZE, private=to_private)
             attempts.append(
-                ConversionAttempt("KVM_SET_MEMORY_ATTRIBUTES", to_private, first, count, err)
+                ConversionAttempt(Interface.VM_ATTRIBUTES, to_private, first, count, err)
             )
         return attempts
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from gmemtrace.events import Kind
-from gmemtrace.kernel import headers
-from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
 from gmemtrace.kernel.kvm import GUEST_MEMFD_FLAG_MMAP as MMAP
 from gmemtrace.kernel.kvm import PAGE_SIZE
 from gmemtrace.model.state import Model
-from gmemtrace.probes.tracepoints import TracepointSource
+from gmemtrace.probes.program import ProbeProgram
 from gmemtrace.probes.vmas import blocks
+from gmemtrace.tracer import load
 from gmemtrace.workload import Workload
 from gmemtrace.workload.scenarios import Params, mixed
 
@@ -25,13 +24,13 @@ pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 
 
 @pytest.fixture
-def source() -> Iterator[TracepointSource]:
-    src = TracepointSource(headers.resolve(), Btf.load(), pids=[os.getpid()])
+def source() -> Iterator[ProbeProgram]:
+    src = load().source([os.getpid()])
     yield src
     src.close()
 
 
-def trie_blocks(src: TracepointSource, asid: int) -> set[tuple[int, int]]:
+def trie_blocks(src: ProbeProgram, asid: int) -> set[tuple[int, int]]:
     out = set()
     for key, _ in src.bpf[b"gmem_vmas"].items():
         if int.from_bytes(key.asid_be.to_bytes(4, "little"), "big") == asid:
@@ -46,7 +45,7 @@ def faults_by_page(events: np.ndarray, ino: int) -> dict[int, int]:
     return dict(zip(pages.tolist(), counts.tolist(), strict=True))
 
 
-def test_kernel_trie_holds_exactly_the_canonical_blocks(source: TracepointSource) -> None:
+def test_kernel_trie_holds_exactly_the_canonical_blocks(source: ProbeProgram) -> None:
     wl = Workload("trie")
     try:
         gmem = wl.guest_memfd(48, MMAP | INIT_SHARED)
@@ -62,7 +61,7 @@ def test_kernel_trie_holds_exactly_the_canonical_blocks(source: TracepointSource
     assert trie_blocks(source, os.getpid()) == set(), "munmap at close removed every block"
 
 
-def test_faults_follow_mremap_and_partial_munmap(source: TracepointSource) -> None:
+def test_faults_follow_mremap_and_partial_munmap(source: ProbeProgram) -> None:
     wl = Workload("remap")
     try:
         gmem = wl.guest_memfd(64, MMAP | INIT_SHARED)
@@ -81,7 +80,7 @@ def test_faults_follow_mremap_and_partial_munmap(source: TracepointSource) -> No
 
 
 def test_a_new_mapping_where_an_old_one_was_is_attributed_to_its_own_inode(
-    source: TracepointSource,
+    source: ProbeProgram,
 ) -> None:
     """Each CPU caches the last mapping it resolved a fault in; an unmap must void it."""
     wl = Workload("reuse")
@@ -103,7 +102,7 @@ def test_a_new_mapping_where_an_old_one_was_is_attributed_to_its_own_inode(
 
 
 def test_conversion_and_punch_latencies_land_in_the_histograms(
-    source: TracepointSource,
+    source: ProbeProgram,
 ) -> None:
     """One histogram, the model's, from the latencies the events carry."""
     wl = Workload("latency")
@@ -130,9 +129,12 @@ def faulted_pages(model: Model, ino: int) -> list[tuple[int, int]]:
 def test_coalesced_runs_tell_the_model_what_one_record_per_event_does() -> None:
     """The live view's mode (runs) and a recording's (one record per event), attached
     side by side to the same real work, leave the model in the same state."""
-    hdr, btf = headers.resolve(), Btf.load()
-    streamed = TracepointSource(hdr, btf, pids=[os.getpid()])
-    coalesced = TracepointSource(hdr, btf, pids=[os.getpid()], stream_hot=False)
+    # Both loaded before either traces this process: the second load's loader child is not
+    # a descendant only the first one saw.
+    streamed = load().source([])
+    coalesced = load().source([], stream_hot=False)
+    for source in (streamed, coalesced):
+        source.add_targets([os.getpid()])
     wl = Workload("coalesced")
     try:
         gmem = wl.guest_memfd(32, MMAP | INIT_SHARED)
@@ -177,9 +179,7 @@ def test_a_lost_run_counts_every_event_it_stood_for() -> None:
     # each, lost when the next random fault ends them. Runs are per CPU: on one CPU, so
     # that a busy machine moving this thread mid-stretch cannot leave part of the
     # sequential run open on the other CPU (a flush at poll would then deliver it).
-    src = TracepointSource(
-        headers.resolve(), Btf.load(), pids=[os.getpid()], stream_hot=False, ringbuf_pages=1
-    )
+    src = load(ringbuf_pages=1).source([os.getpid()], stream_hot=False)
     wl = Workload("lost-runs")
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})
@@ -207,7 +207,7 @@ def test_overflow_with_a_slow_consumer_is_counted_stored_and_marked(tmp_path: Pa
 
     # One page of ring buffer (46 records) and a consumer that does not poll
     # while 2,000 pages are faulted in: most events cannot be kept.
-    src = TracepointSource(headers.resolve(), Btf.load(), pids=[os.getpid()], ringbuf_pages=1)
+    src = load(ringbuf_pages=1).source([os.getpid()])
     path = tmp_path / "lossy.trace"
     header = TraceHeader("test", 0, 0.0, {}, [os.getpid()])
     collector = Collector(src, writer=TraceWriter(path, header))
@@ -258,7 +258,7 @@ def test_flushes_landing_mid_run_lose_and_double_nothing(tmp_path: Path) -> None
         ]
     )
     wait_until(lambda: gmem_mappings(workload.pid), "the storm mapped its memory")
-    src = TracepointSource(headers.resolve(), Btf.load(), pids=[workload.pid], stream_hot=False)
+    src = load().source([workload.pid], stream_hot=False)
     batches, flushes = [], 0
     try:
         os.kill(workload.pid, signal.SIGUSR1)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gmemtrace.events import COUNTERS
+from gmemtrace.events import Counter
 from tests.tracing import READY, SAFETY_S, Owned, leftovers_of_session, owned_bpf, still_loaded
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
@@ -109,10 +109,10 @@ def workload(tmp_path: Path, scenario: str, *args: str) -> dict[str, Any]:
 
 def expected(truths: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """{counter: {ino: value}} of the workloads' ground truths."""
-    out: dict[str, dict[str, int]] = {name: {} for name in COUNTERS}
+    out: dict[str, dict[str, int]] = {name: {} for name in Counter}
     for truth in truths:
         for inode in truth["inodes"]:
-            for name in COUNTERS:
+            for name in Counter:
                 out[name][str(inode["ino"])] = inode["counts"][name]
     return out
 

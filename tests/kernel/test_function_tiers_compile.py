@@ -13,7 +13,7 @@ from gmemtrace.kernel import headers
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.probes.bcc_backend import captured_stderr, compile_program
 from gmemtrace.probes.functions import FUNCTIONS
-from gmemtrace.probes.tracepoints import SOURCES, program_defines
+from gmemtrace.probes.program import SOURCES, program_defines
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
 

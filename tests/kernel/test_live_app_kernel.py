@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from gmemtrace.capture import Capture
+from gmemtrace.capture import Capture, StopRule, Targets
 from gmemtrace.kernel.procfs import comm_of
-from gmemtrace.live import Options, view_of
-from gmemtrace.sinks.app import Help, Maps, PageMap
+from gmemtrace.sinks.app import Help, LiveApp, Maps, PageMap
+from gmemtrace.view import LiveView, view_of
 from tests.tracing import SAFETY_S, Owned, owned_bpf, still_loaded, wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
@@ -50,16 +50,16 @@ async def until(pilot: object, check: object, timeout_s: float = SAFETY_S) -> No
 @pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
 def test_keys_drive_the_view(size: tuple[int, int]) -> None:
     capture = Capture(
-        command=["sh", "-c", VMMS], stream_hot=False, capture_output=True, handle_signals=False
+        Targets(command=["sh", "-c", VMMS]),
+        stream_hot=False,
+        capture_output=True,
+        stop=StopRule(handle_signals=False),
     )
-    view = view_of(capture, Options(command=["sh", "-c", "..."], interval_s=0.5))
-    info = view.info
-    view.begin()
-    app = view.make_app()
 
-    async def drive() -> None:
+    async def drive(view: LiveView) -> LiveApp:
+        view.begin()
+        app = view.make_app()
         async with app.run_test(size=size) as pilot:
-            capture.start()
             await until(pilot, lambda: len(app.shown()) >= 4)
             maps = app.query_one(Maps)
             assert maps.size.height >= 4 and maps.size.width == size[0]
@@ -91,7 +91,7 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
                 await pilot.press(key)
             await pilot.press("enter")
             assert [s.ino for s in app.shown()] == [storm.ino]
-            assert f"filter '{storm.pid}'" in text_of(app.header(app.board())[1], 200)
+            assert f"filter '{storm.pid}'" in text_of(app.header()[1], 200)
             name = comm_of(storm.pid)[:4]  # the VMMs' name ("pyth": python -m gmemtrace)
             await pilot.press("slash", "ctrl+u", *list(name), "enter")
             assert len(app.shown()) >= 4
@@ -100,7 +100,7 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
             # Pause: the display holds while collection goes on.
             await pilot.press("p")
             assert app.paused
-            assert "PAUSED" in text_of(app.header(app.board())[1], 200)
+            assert "PAUSED" in text_of(app.header()[1], 200)
             frames, events = app.frames, capture.collector.events_seen
             await until(pilot, lambda: capture.collector.events_seen > events + 100)
             assert app.frames == frames, "collection went on, the display held"
@@ -108,22 +108,22 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
             assert not app.paused
             await until(pilot, lambda: app.frames > frames)
             # Sort cycles; help opens and closes.
-            sort = info.sort
+            sort = app.sort
             await pilot.press("s")
-            assert info.sort != sort
+            assert app.sort != sort
             await pilot.press("question_mark")
             assert isinstance(app.screen, Help)
             await pilot.press("escape")
             assert not isinstance(app.screen, Help)
             await pilot.press("q")
             await pilot.pause(0.2)
-        assert app.return_code in (0, None)
+        return app
 
-    try:
-        asyncio.run(drive())
+    with capture:  # attached, and the VMMs started
+        view = view_of(capture, interval_s=0.5)
+        app = asyncio.run(drive(view))
+        assert app.return_code in (0, None)
         view.drain()
-    finally:
-        capture.finish()
     assert len(capture.collector.model.inodes) >= 4
 
 

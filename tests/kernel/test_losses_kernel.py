@@ -19,13 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from gmemtrace.kernel import headers
-from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_MMAP as MMAP
 from gmemtrace.model.state import Model
-from gmemtrace.probes.tracepoints import TracepointSource
+from gmemtrace.tracer import load
 from gmemtrace.workload import Workload
 from tests.tracing import wait_until
 
@@ -47,9 +45,7 @@ def storm(pattern: str, truth: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.parametrize("stream_hot", [True, False], ids=["record", "runs"])
 def test_nothing_is_lost_while_the_ring_has_room(tmp_path: Path, stream_hot: bool) -> None:
-    source = TracepointSource(
-        headers.resolve(), Btf.load(), pids=[], stream_hot=stream_hot, ringbuf_pages=ROOMY_RING
-    )
+    source = load(ringbuf_pages=ROOMY_RING).source([], stream_hot)
     truths = {p: tmp_path / f"{p}.json" for p in ("random", "sequential")}
     storms = [storm(p, t) for p, t in truths.items()]
     model = Model()
@@ -77,7 +73,7 @@ def test_nothing_is_lost_while_the_ring_has_room(tmp_path: Path, stream_hot: boo
 
 
 def test_a_stalled_consumer_loses_events_counted_as_ring_full() -> None:
-    source = TracepointSource(headers.resolve(), Btf.load(), pids=[os.getpid()], ringbuf_pages=1)
+    source = load(ringbuf_pages=1).source([os.getpid()])
     wl = Workload("stalled")
     try:
         host = wl.map(wl.guest_memfd(2000, MMAP | INIT_SHARED))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gmemtrace.events import COUNTERS
+from gmemtrace.events import Counter
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.tracefile import TraceFileError, read_trace_file
 from tests.tracing import READY, Owned, Started, owned_bpf, still_loaded, wait_until
@@ -112,7 +112,7 @@ def _last_report(stdout: str) -> dict[str, object]:
 def _counts(report: dict[str, object]) -> dict[int, dict[str, int]]:
     inodes = report["inodes"]
     assert isinstance(inodes, list)
-    return {i["ino"]: {k: i[k] for k in COUNTERS} for i in inodes}
+    return {i["ino"]: {k: i[k] for k in Counter} for i in inodes}
 
 
 def test_a_target_that_execs_into_the_vmm_is_followed(tmp_path: Path) -> None:

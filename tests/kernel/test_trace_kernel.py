@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import gmemtrace
-from gmemtrace.events import COUNTERS
+from gmemtrace.events import Counter
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.report import report_file
 from tests.tracing import SAFETY_S, Started, wait_until
@@ -90,7 +90,7 @@ def assert_matches_truth(report: dict[str, Any], truth: dict[str, Any], trace: P
     assert set(by_ino) == {i["ino"] for i in truth["inodes"]}, "exactly the workload's inodes"
     for inode in truth["inodes"]:
         got = by_ino[inode["ino"]]
-        assert {k: got[k] for k in COUNTERS} == inode["counts"], inode["ino"]
+        assert {k: got[k] for k in Counter} == inode["counts"], inode["ino"]
         assert (got["size_pages"], got["flags"], got["init"]) == (
             inode["size_pages"],
             inode["flags"],
@@ -150,7 +150,7 @@ def test_trace_attached_after_the_workload_mapped_its_memory(tmp_path: Path) -> 
     # The first guest_memfd existed before attaching: discovered, flags unknown,
     # its pages' shareability inferred from the faults that succeeded.
     found = by_ino[first["ino"]]
-    assert {k: found[k] for k in COUNTERS} == first["counts"]
+    assert {k: found[k] for k in Counter} == first["counts"]
     assert found["init"] == "unknown" and found["flags"] is None
     assert found["size_pages"] == first["size_pages"]
     faulted = {
@@ -161,7 +161,7 @@ def test_trace_attached_after_the_workload_mapped_its_memory(tmp_path: Path) -> 
     }
     assert found["shared_pages"] == len(faulted) and found["private_pages"] == 0
     for inode in later:  # created after attaching: exact, as always
-        assert {k: by_ino[inode["ino"]][k] for k in COUNTERS} == inode["counts"]
+        assert {k: by_ino[inode["ino"]][k] for k in Counter} == inode["counts"]
         assert by_ino[inode["ino"]]["init"] == inode["init"]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gmemtrace import cli
+from gmemtrace.commands.workload import write_json
 from gmemtrace.workload import vmm
 
 
@@ -52,7 +53,7 @@ def test_unwritable_output_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(cli.UsageError, match="cannot write"):
-        cli._write_json(tmp_path / "no" / "such" / "dir.json", {})
+        write_json(tmp_path / "no" / "such" / "dir.json", {})
 
 
 def test_help_lists_examples_and_subcommands(capsys: pytest.CaptureFixture[str]) -> None:

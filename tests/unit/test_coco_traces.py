@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gmemtrace
-from gmemtrace.events import COUNTERS, GUEST_FAULT_BY_GPA, GUEST_FAULT_TIMED, Kind
+from gmemtrace.events import GUEST_FAULT_BY_GPA, GUEST_FAULT_TIMED, Counter, Kind
 from gmemtrace.report import report_file
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -36,7 +36,7 @@ def test_each_tier_equals_its_ground_truth(tier: str) -> None:
     (got,) = report["inodes"]
     # Recorded before host_faults_beyond_eof was counted: compare what the truth has.
     assert {k: got[k] for k in inode["counts"]} == inode["counts"]
-    assert set(inode["counts"]) | {"host_faults_beyond_eof"} == set(COUNTERS)
+    assert set(inode["counts"]) | {"host_faults_beyond_eof"} == set(Counter)
     assert (got["size_pages"], got["flags"], got["init"]) == (32, 0, "private")
     assert got["shared_pages"] == sum(
         r["count"] for r in inode["shareability"] if r["state"] == "shared"

@@ -15,15 +15,14 @@ from rich.segment import Segment
 from textual.geometry import Region
 
 import gmemtrace
-from gmemtrace.collector import Collector
+from gmemtrace.capture import Capture, StopRule
+from gmemtrace.model.frame import Mode, ViewInfo
 from gmemtrace.model.state import Model
-from gmemtrace.replay import ReplaySource
 from gmemtrace.sinks.app import SPARK, Help, LiveApp, Maps, PageMap, sparkline
 from gmemtrace.sinks.console import make_console
-from gmemtrace.sinks.dashboard import ViewInfo
 from gmemtrace.sinks.strip import FULL, PLAIN_GLYPHS, REFUSED, ShareabilityStrip
-from gmemtrace.sinks.view import LiveView
-from gmemtrace.tracefile import read_trace_file
+from gmemtrace.tracefile import TraceData, read_trace_file
+from gmemtrace.view import LiveView
 
 TRACE = Path(__file__).resolve().parents[1] / "data" / "mixed.trace"
 
@@ -51,27 +50,32 @@ def run_app(
     """The app over the whole recorded trace, its rates over 2 s: `check(app, pilot)`."""
     data = read_trace_file(path)
     clock = Clock()
-    collector = Collector(ReplaySource(data, speed=1e12))
-    view_info = ViewInfo(data.header.kernel, data.header.probes, "pid 42 (qemu)", 0.0, 0)
-    for key, value in info.items():
-        setattr(view_info, key, value)
-    view = LiveView(
-        collector, "live", 2.0, view_info, make_console(), lambda: False, clock=clock,
-        clock_ns=lambda: collector.model.last_ns or 0,
-    )  # fmt: skip
-    view.begin()
-    clock.now = 2.0  # the first interval: everything in the trace, over 2 s
-    app = view.make_app()
+    view_info = ViewInfo(data.header.kernel, data.header.probes, "pid 42 (qemu)", **info)  # type: ignore[arg-type]
+    with replaying(data, speed=1e12) as capture:
+        model = capture.collector.model
+        view = LiveView(
+            capture, Mode.LIVE, 2.0, view_info, make_console(), clock=clock,
+            clock_ns=lambda: model.last_ns or 0,
+        )  # fmt: skip
+        view.begin()
+        clock.now = 2.0  # the first interval: everything in the trace, over 2 s
 
-    async def drive() -> None:
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause(0.3)
-            collector.model.lost_events = lost
-            app.redraw()
-            await pilot.pause(0.1)
-            await check(app, pilot)
+        async def drive() -> None:
+            app = view.make_app()
+            async with app.run_test(size=size) as pilot:
+                await pilot.pause(0.3)
+                model.lost_events = lost
+                app.redraw()
+                await pilot.pause(0.1)
+                await check(app, pilot)
 
-    asyncio.run(drive())
+        asyncio.run(drive())
+
+
+def replaying(data: TraceData, speed: float) -> Capture:
+    """A capture of the recorded trace played at `speed`, which goes on once played out."""
+    stop = StopRule(handle_signals=False, follow_targets=False)
+    return Capture(replay=data, replay_speed=speed, stop=stop)
 
 
 def screen_text(app: LiveApp) -> str:
@@ -134,18 +138,18 @@ def test_lost_events_are_highlighted() -> None:
 
 def test_the_waiting_state_instead_of_an_empty_screen() -> None:
     data = read_trace_file(TRACE)
-    view_info = ViewInfo("6.18", {}, "comm qemu", 1.0, 0, waiting_for="comm qemu")
-    collector = Collector(ReplaySource(data, speed=0.0))  # nothing arrives
-    view = LiveView(collector, "live", 1.0, view_info, make_console(), lambda: False)
-    view.begin()
-    app = view.make_app()
+    view_info = ViewInfo("6.18", {}, "comm qemu", waiting_for="comm qemu")
+    with replaying(data, speed=0.0) as capture:  # nothing arrives
+        view = LiveView(capture, Mode.LIVE, 1.0, view_info, make_console())
+        view.begin()
 
-    async def drive() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause(0.2)
-            assert "waiting for guest_memfd activity from comm qemu" in screen_text(app)
+        async def drive() -> None:
+            app = view.make_app()
+            async with app.run_test(size=(80, 24)) as pilot:
+                await pilot.pause(0.2)
+                assert "waiting for guest_memfd activity from comm qemu" in screen_text(app)
 
-    asyncio.run(drive())
+        asyncio.run(drive())
 
 
 def render(renderable: object, width: int, height: int) -> list[Segment]:

@@ -20,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gmemtrace.errors import UsageError
 from gmemtrace.events import Kind, make_events
+from gmemtrace.fleet import Fleet
 from gmemtrace.model.state import Model
-from gmemtrace.sinks.metrics import BY_NAME, METRICS, NS, Fleet, Samples
+from gmemtrace.sinks.metrics import BY_NAME, METRICS, NS, Samples
 from gmemtrace.sinks.prometheus import FleetCollector, parse_listen
 from gmemtrace.tracefile import read_trace_file
 

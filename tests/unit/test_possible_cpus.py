@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gmemtrace.probes.tracepoints import possible_cpus
+from gmemtrace.probes.program import possible_cpus
 
 
 @pytest.mark.parametrize(

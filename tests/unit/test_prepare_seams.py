@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gmemtrace import tracer
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel.host import Host
 from gmemtrace.probes import bcc_backend
+from gmemtrace.probes.plan import prepare
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def capable(tmp_path: Path) -> Path:
 
 def failure(host: Host) -> GmemtraceError:
     with pytest.raises(GmemtraceError) as caught:
-        tracer.prepare(host=host)
+        prepare(host=host)
     assert caught.value.exit_code == 1
     assert "\n" not in str(caught.value)
     return caught.value

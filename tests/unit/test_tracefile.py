@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gmemtrace import cli
-from gmemtrace.events import EVENT_DTYPE, Kind
+from gmemtrace.events import EVENT_DTYPE, Kind, Probe, Tier
 from gmemtrace.tracefile import (
     TraceFileError,
     TraceHeader,
@@ -26,7 +26,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def header() -> TraceHeader:
-    return TraceHeader("6.18.0", 1000, 1.5, {"host_fault": "tracepoint: x"}, [42])
+    return TraceHeader("6.18.0", 1000, 1.5, {"host_fault": Probe(Tier.TRACEPOINT, "x")}, [42])
 
 
 def events(n: int, kind: Kind = Kind.ALLOC) -> np.ndarray:

@@ -14,15 +14,14 @@ from gmemtrace.errors import GmemtraceError
 from gmemtrace.probes import plan as probe_plan
 from gmemtrace.probes.bcc_backend import handover
 from gmemtrace.probes.loader import MAX_MESSAGE
-from gmemtrace.probes.tracepoints import FUNCTIONS_RUN, MAPS, SOURCES, program_defines
-from gmemtrace.tracer import prepare
+from gmemtrace.probes.program import FUNCTIONS_RUN, MAPS, SOURCES, program_defines
 
 
 def _serve(sock: socket.socket) -> None:
     """Load as asked, send the descriptors (or the error) back."""
     request = json.loads(sock.recv(MAX_MESSAGE))
     try:
-        setup = prepare(request["tier"])
+        setup = probe_plan.prepare(request["tier"])
         defines = program_defines(
             setup.btf,
             request["ringbuf_pages"],

@@ -1,4 +1,4 @@
-"""The probes: bpf/gmem_tracepoints.c, with the function tier's kprobes (bpf/gmem_functions.c)
+"""The probes: bpf/gmem_tracepoints.c, with the function tier's programs (bpf/gmem_functions.c)
 compiled in for the events the plan gave them, loaded as one program and drained as event
 batches."""
 
@@ -17,16 +17,20 @@ from gmemtrace.events import DISCOVERED, EVENT_DTYPE, Kind, make_events
 from gmemtrace.kernel import kvm
 from gmemtrace.kernel.bpfsys import run_on_cpu
 from gmemtrace.kernel.btf import Btf
-from gmemtrace.kernel.headers import Headers
 from gmemtrace.kernel.offsets import offset_defines
-from gmemtrace.kernel.procfs import GmemMapping, descendants, gmem_files, gmem_mappings
-from gmemtrace.probes.bcc_backend import compile_program
+from gmemtrace.kernel.procfs import (
+    GmemMapping,
+    comm_of,
+    descendants,
+    gmem_files,
+    gmem_mappings,
+)
 from gmemtrace.probes.functions import function_defines
 from gmemtrace.probes.plan import KVM_PAGE_FAULT
 from gmemtrace.probes.ringbuf import RingReader
 from gmemtrace.probes.vmas import blocks
 
-SOURCES = ("gmem_common.h", "gmem_tracepoints.c", "gmem_functions.c")
+SOURCES = ("gmem_common.h", "gmem_shared.c", "gmem_tracepoints.c", "gmem_functions.c")
 # What the tracer uses of the loaded program: these maps, and the functions it runs on
 # demand (the loader child hands over exactly these: gmemtrace/probes/loader.py).
 MAPS = ("events", "config", "targets", "gmem_inodes", "gmem_vmas", "runs", "lost")
@@ -78,44 +82,29 @@ def possible_cpus(path: Path = POSSIBLE_CPUS) -> list[int]:
     return cpus
 
 
-class TracepointSource:
-    """Attached tracepoint programs for target pids: None traces every process, an empty
+class ProbeProgram:
+    """The loaded program (bpf/gmem_tracepoints.c, with the function tier's fentry or kprobe
+    programs of bpf/gmem_functions.c compiled in for the events the plan gave them), held
+    for target pids and drained as event batches: None traces every process, an empty
     list nobody until add_targets() (a --comm that matches nothing yet).
 
     stream_hot: one record per fault and page event (what a recording keeps); False,
     the kernel coalesces consecutive ones into runs, each one record with a page count,
     and every poll() has the CPUs holding a run flush it (the live view). A kernel
-    that cannot run a program on a chosen CPU (before 5.10) gets one record per event."""
+    that cannot run a program on a chosen CPU (before 5.10) gets one record per event.
+
+    The program is loaded and attached by the loader child (probes/loader.py): this
+    process holds its descriptors (a HeldProgram), never bcc."""
 
     def __init__(
-        self,
-        headers: Headers,
-        btf: Btf,
-        pids: list[int] | None = None,
-        stream_hot: bool = True,
-        ringbuf_pages: int = 4096,
-        functions: dict[str, str] | None = None,
-        tracefs: Path = Path("/sys/kernel/tracing"),
+        self, program: Any, pids: list[int] | None, stream_hot: bool, ringbuf_pages: int
     ) -> None:
-        """Compile and load here. `functions`: {event: guest_memfd function} for the events
-        the function tier takes (the plan's choice); the tracepoint programs leave those
-        out. (Capture has a child load it: from_program().)"""
-        defines = program_defines(btf, ringbuf_pages, functions, tracefs)
-        self._start(compile_program(SOURCES, defines, headers), pids, stream_hot, ringbuf_pages)
-
-    @classmethod
-    def from_program(
-        cls, program: Any, pids: list[int] | None, stream_hot: bool, ringbuf_pages: int
-    ) -> TracepointSource:
-        """A source on a program loaded elsewhere (a HeldProgram from the loader child)."""
-        source = cls.__new__(cls)
-        source._start(program, pids, stream_hot, ringbuf_pages)
-        return source
+        self._start(program, pids, stream_hot, ringbuf_pages)
 
     def _start(
         self, program: Any, pids: list[int] | None, stream_hot: bool, ringbuf_pages: int
     ) -> None:
-        self.bpf: Any = program  # a bcc.BPF, or a HeldProgram: the same table interface
+        self.bpf: Any = program  # a HeldProgram (a bcc.BPF has the same table interface)
         try:
             self._cpus = possible_cpus()
             self._flush_fd = -1
@@ -174,10 +163,13 @@ class TracepointSource:
     def _discover(self, pids: list[int]) -> np.ndarray:
         """guest_memfds and mappings that exist already, as synthetic CREATE/MMAP events."""
         now = time.monotonic_ns()
-        rows: list[dict[str, int]] = []
+        rows: list[dict[str, int | bytes]] = []
         inodes = self.bpf[b"gmem_inodes"]
         for pid in pids:
-            found = {"ts_ns": now, "pid": pid, "tid": pid, "flags": DISCOVERED}
+            # Named as events name their process: the view's filter reads the model's names.
+            comm = comm_of(pid).encode()[:15]
+            found: dict[str, int | bytes] = {"ts_ns": now, "pid": pid, "tid": pid, "comm": comm}
+            found["flags"] = DISCOVERED
             for f in gmem_files(pid):
                 inodes[ctypes.c_uint64(f.ino)] = ctypes.c_uint64(f.dev)
                 rows.append(
