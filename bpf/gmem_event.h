@@ -19,11 +19,12 @@ enum gmem_event_kind {
     EV_FREE = 7,               /* a folio, or a run of pages */
     EV_PUNCH = 8,              /* result; flags = mode, arg = latency_ns */
     EV_FALLOCATE = 9,          /* result; flags = mode, arg = latency_ns */
-    EV_CONVERT = 10,           /* ino (0: by gpa, first = the gfn); flags = CONV_*, arg = gpa,
-                                  arg2 = latency_ns */
+    EV_CONVERT = 10,           /* ino (0: by gpa, first = the gfn); flags = CONV_*, arg = gpa
+                                  (with CONV_BLOCKED arg = blocking_page), arg2 = latency_ns */
     EV_MEMORY_FAULT_EXIT = 11, /* KVM_EXIT_MEMORY_FAULT: first = the gfn, count = pages;
                                   flags = exit_flags, arg = gpa, arg2 = size (bytes; 0: unknown) */
-    EV_SHAREABILITY_SETUP = 12,
+    EV_SHAREABILITY_SETUP = 12, /* a new inode's pages [first, first + count): flags = private
+                                   (1: private, 0: shared), arg = gmem_flags */
     EV_RELEASE = 13,           /* the last close: count = size_pages */
     EV_MMAP = 14,              /* arg = address, arg2 = asid (address space id) */
     EV_MUNMAP = 15,            /* arg = address, arg2 = asid */
@@ -42,6 +43,7 @@ enum gmem_event_kind {
 
 /* EV_CONVERT flags: direction and interface. */
 #define CONV_TO_PRIVATE 0x1
+#define CONV_BLOCKED 0x2 /* refused: arg = the page that blocked it (error_offset) */
 #define CONV_IFACE_ATTRIBUTES2 0x10 /* KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd */
 #define CONV_IFACE_VM_ATTRIBUTES 0x20 /* KVM_SET_MEMORY_ATTRIBUTES on the VM, by gpa */
 #define CONV_IFACE_GMEM_CONVERT 0x40 /* KVM_GMEM_CONVERT_* (May 2025 RFC) */

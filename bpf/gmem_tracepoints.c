@@ -42,6 +42,17 @@ struct pending_fault {
     u32 pad;
 };
 
+/* The last guest_memfd faults taken on a CPU, one per thread, a few threads deep: a
+ * fault may sleep between its tracepoint and its SIGBUS (the mmap lock, taken by a
+ * conversion's unmap in another thread), and another thread's fault run on the CPU
+ * meanwhile. */
+#define PENDING_SLOTS 4
+struct pending_faults {
+    struct pending_fault slot[PENDING_SLOTS];
+    u32 next;
+    u32 pad;
+};
+
 
 /* A syscall between its entry and its exit: its arguments, by name. For an ioctl,
  * the head of its argument struct, copied from user memory at entry (uAPI
@@ -51,6 +62,7 @@ struct call {
     u32 kind; /* CALL_* */
     u32 cmd;  /* the ioctl's number */
     u64 ino;
+    u64 uarg; /* the ioctl's argument (KVM_SET_MEMORY_ATTRIBUTES2: error_offset read back) */
     union {
         u64 words[6]; /* what is copied */
         struct {      /* KVM_CREATE_GUEST_MEMFD */
@@ -93,7 +105,7 @@ struct call {
 
 /* The last guest_memfd fault on this CPU: a SIGBUS for it follows on the same
  * CPU, in the same fault path (a per-CPU slot: no hash update per fault). */
-BPF_PERCPU_ARRAY(pending, struct pending_fault, 1);
+BPF_PERCPU_ARRAY(pending, struct pending_faults, 1);
 BPF_HASH(calls, u32, struct call, 16384);    /* tid -> syscall being traced */
 
 /* tid inside KVM_RUN -> its vCPU's struct kvm_run (0: not known), where a
@@ -170,27 +182,47 @@ static __always_inline void left_kvm_run(u32 tid)
 
 /* --- host faults ---------------------------------------------------------- */
 
+#if !defined(FN_HOST_FAULT) || !defined(FN_HOST_FAULT_REFUSED)
+/* The slot of thread tid's pending fault on this CPU (NULL: none). */
+static __always_inline struct pending_fault *pending_of(struct pending_faults *all, u32 tid)
+{
+#pragma unroll
+    for (int i = 0; i < PENDING_SLOTS; i++) {
+        if (all->slot[i].tid == tid)
+            return &all->slot[i];
+    }
+    return NULL;
+}
+
 /* Raw tracepoints for the hot paths: no trace record is built for them. */
 RAW_TRACEPOINT_PROBE(page_fault_user)
 {
     /* TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code) */
     u64 id = bpf_get_current_pid_tgid();
     u32 zero = 0, asid = 0;
-    struct pending_fault *p = pending.lookup(&zero);
-    if (!p)
+    struct pending_faults *all = pending.lookup(&zero);
+    if (!all)
         return 0;
     u64 addr = ctx->args[0];
     struct vma_val *vma = fault_vma(id >> 32, addr, &asid);
+    struct pending_fault *p = pending_of(all, (u32)id);
     if (!vma) {
-        if (p->tid == (u32)id)
+        if (p)
             p->tid = 0; /* a SIGBUS now is not about its earlier guest_memfd fault */
         return 0;
+    }
+    if (!p) {
+        p = &all->slot[all->next & (PENDING_SLOTS - 1)];
+        all->next++;
     }
     p->ino = vma->ino;
     p->index = vma->pgoff + ((addr - vma->start) >> PAGE_SHIFT_);
     p->addr = addr;
     p->tid = (u32)id;
     u16 code = ctx->args[2] & 0xffff;
+#ifdef FN_HOST_FAULT
+    return 0; /* served faults come from kvm_gmem_fault_user_mapping */
+#endif
     if (streaming()) {
         emit_hot(bpf_ktime_get_ns(), EV_HOST_FAULT, code, 0, p->ino, p->index, 1, addr, asid);
         return 0;
@@ -204,15 +236,19 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
     return 0;
 }
 
-/* A SIGBUS (BUS_ADRERR) for the thread whose guest_memfd fault this CPU took
- * last is that fault refused: it comes in the same fault path. */
+#ifndef FN_HOST_FAULT_REFUSED
+/* A SIGBUS (BUS_ADRERR) for a thread whose guest_memfd fault this CPU took is that
+ * fault refused: it comes in the same fault path. */
 TRACEPOINT_PROBE(signal, signal_generate)
 {
     if (args->sig != SIGBUS_ || args->code != BUS_ADRERR_)
         return 0;
     u32 zero = 0;
-    struct pending_fault *p = pending.lookup(&zero);
-    if (!p || !p->tid || p->tid != (u32)args->pid)
+    struct pending_faults *all = pending.lookup(&zero);
+    if (!all || !args->pid)
+        return 0;
+    struct pending_fault *p = pending_of(all, (u32)args->pid);
+    if (!p)
         return 0;
     struct pending_fault fault = *p;
     p->tid = 0;
@@ -227,6 +263,8 @@ TRACEPOINT_PROBE(signal, signal_generate)
     emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
     return 0;
 }
+#endif
+#endif
 
 /* --- guest faults ------------------------------------------------------------ */
 
@@ -398,6 +436,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
         return 0;
     struct call c = {.ts = bpf_ktime_get_ns(), .kind = CALL_IOCTL, .cmd = cmd};
     bpf_probe_read_user(&c.words, sizeof(c.words), (void *)args->arg);
+    c.uarg = args->arg;
     if (gmem_fd_cmd(cmd))
         c.ino = gmem_ino_of_fd(args->fd);
     else if (cmd == CMD_SET_USER_MEMORY_REGION2)
@@ -448,8 +487,23 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
             flags |= CONV_TO_PRIVATE;
         if (c.cmd != CMD_SET_MEMORY_ATTRIBUTES && !c.ino)
             return 0; /* the same ioctl numbers on something that is not a guest_memfd */
+#ifdef FN_CONVERT
+        if (c.cmd != CMD_SET_MEMORY_ATTRIBUTES)
+            return 0; /* in place: __kvm_gmem_set_attributes tells, with its blocking page */
+#endif
+        u64 arg = c.convert.address;
+        /* The page that blocked it: error_offset (byte 32), written back on -EAGAIN
+         * and -ENOMEM only (other errors leave it as the caller set it). */
+        if (c.cmd == CMD_SET_MEMORY_ATTRIBUTES2 && (result == -11 || result == -12)) {
+            u64 error_offset = 0;
+            if (!bpf_probe_read_user(&error_offset, sizeof(error_offset),
+                                     (void *)(c.uarg + 32))) {
+                arg = error_offset >> PAGE_SHIFT_;
+                flags |= CONV_BLOCKED;
+            }
+        }
         emit(EV_CONVERT, flags, result, c.ino, c.convert.address >> PAGE_SHIFT_,
-             pages_up(c.convert.size), c.convert.address, latency);
+             pages_up(c.convert.size), arg, latency);
     }
     return 0;
 }

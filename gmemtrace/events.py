@@ -145,6 +145,7 @@ GUEST_FAULT_TIMED = 0x1  # kvm_gmem_get_pfn: with its result and latency
 GUEST_FAULT_BY_GPA = 0x2  # kvm:kvm_page_fault: by guest physical address
 
 CONV_TO_PRIVATE = 0x1
+CONV_BLOCKED = 0x2  # refused: arg holds the page that blocked it (error_offset)
 CONV_IFACE_ATTRIBUTES2 = 0x10
 CONV_IFACE_VM_ATTRIBUTES = 0x20
 CONV_IFACE_GMEM_CONVERT = 0x40
@@ -198,7 +199,9 @@ FIELDS: dict[Kind, dict[str, str]] = {
     Kind.GUEST_FAULT: {"gpa": "arg", "latency_ns": "arg2", "error_code": "arg2"},
     Kind.PUNCH: {"mode": "flags", "latency_ns": "arg"},
     Kind.FALLOCATE: {"mode": "flags", "latency_ns": "arg"},
-    Kind.CONVERT: {"gpa": "arg", "latency_ns": "arg2"},
+    # gpa for KVM_SET_MEMORY_ATTRIBUTES; with CONV_BLOCKED, the page that blocked it
+    Kind.CONVERT: {"gpa": "arg", "blocking_page": "arg", "latency_ns": "arg2"},
+    Kind.SHAREABILITY_SETUP: {"private": "flags", "gmem_flags": "arg"},
     Kind.MEMORY_FAULT_EXIT: {"exit_flags": "flags", "gpa": "arg", "size": "arg2"},
     Kind.RELEASE: {"size_pages": "count"},
     Kind.MMAP: {"address": "arg", "asid": "arg2"},

@@ -11,9 +11,12 @@ The JSON form is a contract for scripts:
              "unknown_pages", "host_faults", "host_faults_refused", "host_faults_beyond_eof",
              "guest_faults",
              "pages_allocated", "pages_freed", "hole_punches", "conversions_to_shared",
-             "conversions_to_private", "conversion_attempts"}],
+             "conversions_to_private", "conversion_attempts",
+             "shareability": [{"first", "count", "state", "from"}] (runs of pages in one
+             state, from where the model knows it: creation flags, conversion, fault...)}],
  "conversions": [{"ts_ns", "pid", "tid", "ino", "first", "count", "to", "interface",
-                  "result", "latency_ns"}],
+                  "result", "latency_ns", "blocking_page" (refused: the page that blocked
+                  it, where the kernel tells), "noop" (every page had that state already)}],
  "memory_fault_exits": {"count", "exits": [{"ts_ns", "pid", "tid", "gpa", "size",
                                             "private", "ino", "page"}]}}
 Shareability page counts are as of the end of the trace; the rest are totals.
@@ -68,7 +71,15 @@ def build_report(
     inodes = []
     for state in states:
         seen[state.ino] = seen.get(state.ino, -1) + 1
-        inodes.append(asdict(state.summary()) | state.counts | {"generation": seen[state.ino]})
+        runs = [
+            {"first": first, "count": end - first, "state": share.value, "from": source.value}
+            for first, end, (share, source) in state.shareability.runs()
+        ]
+        inodes.append(
+            asdict(state.summary())
+            | state.counts
+            | {"generation": seen[state.ino], "shareability": runs}
+        )
     return {
         "trace": {
             "kernel": kernel,

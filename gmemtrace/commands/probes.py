@@ -24,7 +24,7 @@ class Probes:
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        from gmemtrace.probes.plan import function_events, plan_dicts, prepare
+        from gmemtrace.probes.plan import fentry_functions, function_events, plan_dicts, prepare
         from gmemtrace.sinks.plan_table import plan_table
 
         setup = prepare(args.tier)
@@ -34,7 +34,8 @@ class Probes:
             from gmemtrace.tracer import RINGBUF_PAGES
 
             functions = function_events(setup.plan)
-            defines = program_defines(setup.btf, RINGBUF_PAGES, functions, setup.tracefs)
+            fentry = fentry_functions(setup.plan)
+            defines = program_defines(setup.btf, RINGBUF_PAGES, functions, setup.tracefs, fentry)
             print("\n".join(f"#define {name} {value}" for name, value in defines.items()))
             print(program_text(*SOURCES))
             return EXIT_OK

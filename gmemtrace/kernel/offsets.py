@@ -35,6 +35,11 @@ FUNCTION_MEMBERS = {
     "OFF_SLOT_ID": ("kvm_memory_slot", "id"),
     "OFF_SLOT_GMEM_FILE": ("kvm_memory_slot", "gmem.file"),
     "OFF_SLOT_GMEM_PGOFF": ("kvm_memory_slot", "gmem.pgoff"),
+    # A host fault on a guest_memfd mapping (kvm_gmem_fault_user_mapping's vm_fault).
+    "OFF_VMF_VMA": ("vm_fault", "vma"),
+    "OFF_VMF_PGOFF": ("vm_fault", "pgoff"),
+    "OFF_VMF_ADDRESS": ("vm_fault", "address"),
+    "OFF_VMA_VM_FILE": ("vm_area_struct", "vm_file"),
 }
 
 # Read where the kernel's BTF has them, else -1 (the program does without): a vCPU's

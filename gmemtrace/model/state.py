@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gmemtrace.events import (
+    CONV_BLOCKED,
     CONV_TO_PRIVATE,
     DISCOVERED,
     GUEST_FAULT_BY_GPA,
@@ -193,6 +194,11 @@ class Conversion:
     interface: Interface
     result: int
     latency_ns: int
+    # Refused with EAGAIN (or ENOMEM): the page that blocked it (error_offset), if told.
+    blocking_page: int | None = None
+    # Done, but every page already had that state (as far as the model knew): the kernel
+    # returns early, changing nothing.
+    noop: bool = False
 
 
 @dataclass(frozen=True)
@@ -479,6 +485,8 @@ class Model:
             self.inode(ino, ts).counts[Counter.HOLE_PUNCHES] += 1
         elif kind == Kind.CONVERT:
             self._apply_conversion(ev)
+        elif kind == Kind.SHAREABILITY_SETUP:
+            self._apply_setup(ev)
         elif kind == Kind.GUEST_FAULT:  # by gpa (kvm:kvm_page_fault)
             self._apply_guest_fault_by_gpa(ev)
         elif kind == Kind.MEMORY_FAULT_EXIT:
@@ -532,6 +540,17 @@ class Model:
             _add(counts, counter)
         _add(self.per_thread.setdefault((pid, tid), new_counts()), counter)
 
+    def _apply_setup(self, ev: np.void) -> None:
+        """The kernel set a new inode's pages private or shared (in the inode itself): what
+        the creation flags say, now seen being done; it describes pages nothing else had."""
+        ino, ts = int(ev["ino"]), int(ev["ts_ns"])
+        first, end = int(ev["first"]), int(ev["first"]) + int(ev["count"])
+        state = self.inode(ino, ts)
+        share = Share.PRIVATE if ev[column(Kind.SHAREABILITY_SETUP, "private")] else Share.SHARED
+        if state.init is Share.UNKNOWN:
+            state.init = share
+        state.infer(first, end, share, Provenance.FLAGS)
+
     def _apply_conversion(self, ev: np.void) -> None:
         flags, ts = int(ev["flags"]), int(ev["ts_ns"])
         to_private = bool(flags & CONV_TO_PRIVATE)
@@ -545,6 +564,15 @@ class Model:
                 attributes.assign(first, first + int(ev["count"]), to_private)
             located = self.locate_gfn(int(ev["pid"]), first)
             ino, first = located if located else (0, first)
+        target = Share.PRIVATE if to_private else Share.SHARED
+        count = int(ev["count"])
+        state = self.inodes.get(ino) if ino else None
+        noop = (
+            ev["result"] == 0
+            and state is not None
+            and _all_pages(state, first, first + count, target)
+        )
+        blocked = flags & CONV_BLOCKED and ev["result"] != 0
         self.conversions.append(
             Conversion(
                 ts_ns=ts,
@@ -552,11 +580,13 @@ class Model:
                 tid=int(ev["tid"]),
                 ino=ino or None,
                 first=first,
-                count=int(ev["count"]),
-                to=Share.PRIVATE if to_private else Share.SHARED,
+                count=count,
+                to=target,
                 interface=interface,
                 result=int(ev["result"]),
                 latency_ns=int(ev[column(Kind.CONVERT, "latency_ns")]),
+                blocking_page=int(ev[column(Kind.CONVERT, "blocking_page")]) if blocked else None,
+                noop=bool(noop),
             )
         )
         if not ino:
@@ -564,12 +594,18 @@ class Model:
         state = self.inode(ino, ts)
         state.counts[Counter.CONVERSION_ATTEMPTS] += 1
         if ev["result"] == 0:
-            target = Share.PRIVATE if to_private else Share.SHARED
             state.shareability.assign(
                 first, first + int(ev["count"]), (target, Provenance.CONVERSION)
             )
             done = Counter.CONVERSIONS_TO_PRIVATE if to_private else Counter.CONVERSIONS_TO_SHARED
             state.counts[done] += 1
+
+
+def _all_pages(state: InodeState, first: int, end: int, share: Share) -> bool:
+    """Whether every page of [first, end) is known to be in `share` already."""
+    runs = [(a, b, s) for a, b, (s, _) in state.shareability.runs() if a < end and b > first]
+    covered = sum(min(b, end) - max(a, first) for a, b, _ in runs)
+    return covered == end - first and all(s is share for _, _, s in runs)
 
 
 def _add(counts: Counts, counter: Counter) -> None:

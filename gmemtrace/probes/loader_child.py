@@ -27,6 +27,7 @@ def _serve(sock: socket.socket) -> None:
             request["ringbuf_pages"],
             probe_plan.function_events(setup.plan),
             setup.tracefs,
+            probe_plan.fentry_functions(setup.plan),
         )
         meta, fds = handover(SOURCES, defines, setup.headers, MAPS, FUNCTIONS_RUN)
     except GmemtraceError as err:

@@ -1,9 +1,10 @@
 """The probe plan: for each logical event, the tier and attach point chosen on this kernel, and why.
 
-Tiers, best first: function probes on the guest_memfd functions themselves
-(kprobes; fentry is shown with why it is not used), then stable tracepoints.
-Each event takes the best tier that loads here and sees it; every rejection
-says why. Whatever the tiers, the events reach one ring buffer and one model.
+Tiers, cheapest first (measured in the lab, one boot: README, Kernels): fentry on the
+guest_memfd functions themselves (vmlinux functions only, with bcc 0.26), kprobes on
+them, then stable tracepoints. Each event takes the first tier that loads here and sees
+it; every rejection says why. Whatever the tiers, the events reach one ring buffer and
+one model.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.headers import Headers, cache_dir
 from gmemtrace.kernel.host import Host
 from gmemtrace.kernel.kallsyms import symbols_containing
-from gmemtrace.probes.functions import FUNCTIONS
+from gmemtrace.probes.functions import FUNCTIONS, REQUIRES
 from gmemtrace.probes.requirements import require_all
 
 FENTRY, KPROBE, TRACEPOINT = Tier
-FORCEABLE = (KPROBE, TRACEPOINT)  # what --tier accepts: the tiers that collect somewhere
+FORCEABLE = tuple(Tier)  # what --tier accepts
 
 EVENTS = (
     "create",
@@ -41,19 +42,15 @@ EVENTS = (
 )
 
 # Why the function tier does not take an event that has no entry in FUNCTIONS.
-_UNTESTED = "no kernel tested here has both that function and kprobes"
 NO_FUNCTION = {
-    "host_fault": f"kvm_gmem_fault_user_mapping exists where guest_memfd mmap does (6.18); "
-    f"{_UNTESTED}; the tracepoint tier is exact",
-    "host_fault_refused": f"kvm_gmem_fault_user_mapping (6.18): {_UNTESTED}",
     "alloc": "no guest_memfd function marks it; the tracepoint is exact",
     "free": "no guest_memfd function marks it; the tracepoint is exact",
-    "convert": "requests are decoded at the ioctl on every kernel; the in-place conversion "
-    f"series' functions: {_UNTESTED}",
     "memory_fault_exit": "no guest_memfd function marks it; the tracepoint is exact",
-    "shareability_setup": f"only the May 2025 RFC's kvm_gmem_shareability_setup marks it; "
-    f"{_UNTESTED}",
 }
+NOT_IN_INODE = (
+    "this kernel keeps no shareability in the guest_memfd inode (no {}): the function "
+    "does not answer for it"
+)
 # What the tracepoint tier attaches for each event: (attach point, tracepoints it needs),
 # or (None, why it cannot see the event).
 TRACEPOINTS: dict[str, tuple[str | None, tuple[str, ...] | str]] = {
@@ -87,14 +84,15 @@ TRACEPOINTS: dict[str, tuple[str | None, tuple[str, ...] | str]] = {
         ("syscalls/sys_enter_fallocate", "syscalls/sys_exit_fallocate"),
     ),
     "convert": (
-        "syscalls:sys_enter/exit_ioctl KVM_SET_MEMORY_ATTRIBUTES[2], KVM_GMEM_CONVERT_*",
+        "syscalls:sys_enter/exit_ioctl KVM_SET_MEMORY_ATTRIBUTES[2] (error_offset read "
+        "back), KVM_GMEM_CONVERT_*",
         ("syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"),
     ),
     "memory_fault_exit": (
         "kvm:kvm_userspace_exit reason 39, gpa from the vCPU's kvm_run",
         ("kvm/kvm_userspace_exit",),
     ),
-    "shareability_setup": (None, "no tracepoint marks it"),
+    "shareability_setup": (None, "no tracepoint marks it (the creation flags tell the model)"),
     "release": (None, "no tracepoint marks the last close of a guest_memfd"),
 }
 # Where KVM's own tracepoint fires, it sees every guest fault, not only allocating ones.
@@ -196,6 +194,11 @@ def function_events(plan: list[Choice]) -> dict[str, str]:
     return {c.event: c.function for c in plan if c.tier is not None and c.tier.on_functions}
 
 
+def fentry_functions(plan: list[Choice]) -> frozenset[str]:
+    """The functions the plan attaches with fentry (the function tier's others: kprobes)."""
+    return frozenset(c.function for c in plan if c.tier is FENTRY)
+
+
 def _present(functions: tuple[str, ...], btf: Btf, in_kallsyms: set[str]) -> str:
     return next((f for f in functions if btf.has_function(f) or f in in_kallsyms), "")
 
@@ -223,14 +226,15 @@ def _reject(
     name = _present(functions, btf, in_kallsyms)
     if not name:
         return f"symbol absent ({', '.join(functions)})"
+    needs = REQUIRES.get(event, ())
+    if needs and not _present(needs, btf, in_kallsyms):
+        return NOT_IN_INODE.format(" or ".join(needs))
     if tier == FENTRY:
         if not btf.has_function(name):
             return f"{name} not in BTF"
         if (module := btf.function_module(name)) != "vmlinux":
             return f"bcc 0.26 attaches fentry only to vmlinux functions ({name} is in {module})"
-        if loads.get(FENTRY):
-            return loads[FENTRY]
-        return "not offered: never seen collecting on a kernel where it loads"
+        return loads.get(FENTRY, "")
     return loads.get(tier, "")
 
 

@@ -56,13 +56,15 @@ def program_defines(
     ringbuf_pages: int,
     functions: dict[str, str] | None = None,
     tracefs: Path = Path("/sys/kernel/tracing"),
+    fentry: frozenset[str] = frozenset(),
 ) -> dict[str, str | int]:
     """-D defines: ioctl numbers, BTF offsets, the ring buffer's size, the events that
-    `functions` ({event: function}) take, and the optional tracepoints present here."""
+    `functions` ({event: function}) take (`fentry`: those attached with fentry), and the
+    optional tracepoints present here."""
     defines: dict[str, str | int] = {f"{k}": f"{v:#x}U" for k, v in IOCTLS.items()}
     defines.update(offset_defines(btf))
     defines["RINGBUF_PAGES"] = ringbuf_pages
-    defines.update(function_defines(btf, functions or {}))
+    defines.update(function_defines(btf, functions or {}, fentry))
     if (tracefs / "events" / KVM_PAGE_FAULT / "format").exists():
         defines["HAVE_TP_KVM_PAGE_FAULT"] = 1
     return defines

@@ -175,6 +175,10 @@ class Dashboard:
                 overflow="ellipsis",
             )
             text.append(result, style=OK_STYLE if c.result == 0 else ERROR_STYLE)
+            if c.blocking_page is not None:
+                text.append(f" (page {c.blocking_page} in use)", style=ERROR_STYLE)
+            if c.noop:
+                text.append(" (no change)", style="dim")
             text.append(f" {c.latency_ns / 1000:.1f}us {c.interface}")
             entries.append((c.ts_ns, text))
         for r in self.model.refused[-rows:]:

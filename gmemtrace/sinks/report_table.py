@@ -11,8 +11,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gmemtrace.events import TABULATED
+from gmemtrace.events import TABULATED, result_name
+from gmemtrace.model.state import Share
 from gmemtrace.report import INODE_FIELDS
+from gmemtrace.sinks.palette import ERROR_STYLE, OK_STYLE, STATE_COLOUR
 
 
 def to_csv(report: dict[str, Any]) -> str:
@@ -31,6 +33,22 @@ def processes_line(trace: dict[str, Any]) -> str:
     if others := trace["other_processes_seen"]:
         line += f"; {others} other process{'es' if others != 1 else ''} seen"
     return line
+
+
+MAX_CONVERSION_LINES = 20
+
+
+def conversion_line(c: dict[str, Any]) -> Text:
+    """`  ino 12 pages 8+8 -> private EAGAIN (blocked by page 10) 41.2us KVM_SET_...`"""
+    where = f"ino {c['ino']}" if c["ino"] else "unbound gpa"
+    text = Text(f"  {where} pages {c['first']}+{c['count']} -> {c['to']} ")
+    text.append(result_name(c["result"]), style=OK_STYLE if c["result"] == 0 else ERROR_STYLE)
+    if c.get("blocking_page") is not None:
+        text.append(f" (blocked by page {c['blocking_page']})", style=ERROR_STYLE)
+    if c.get("noop"):
+        text.append(" (no change: already so)", style="dim")
+    text.append(f" {c['latency_ns'] / 1000:.1f}us {c['interface']}", style="dim")
+    return text
 
 
 def to_table(report: dict[str, Any]) -> RenderableType:
@@ -60,6 +78,25 @@ def to_table(report: dict[str, Any]) -> RenderableType:
                 style="red",
             )
         )
+    for inode in report["inodes"]:
+        runs = inode.get("shareability", [])
+        if len(runs) > 1:  # a mixed inode: its pages, run by run
+            text = Text(f"ino {inode['ino']}: ", style="bold")
+            for run in runs:
+                last = run["first"] + run["count"] - 1
+                where = str(run["first"]) if last == run["first"] else f"{run['first']}-{last}"
+                text.append(f"{where} ")
+                text.append(run["state"], style=STATE_COLOUR[Share(run["state"])])
+                text.append("  ")
+            lines.append(text)
+    conversions = report.get("conversions", [])
+    if conversions:
+        lines.append(Text(f"conversions: {len(conversions)}", style="bold"))
+        for c in conversions[-MAX_CONVERSION_LINES:]:
+            lines.append(conversion_line(c))
+        if len(conversions) > MAX_CONVERSION_LINES:
+            lines.append(Text(f"  ({len(conversions) - MAX_CONVERSION_LINES} earlier not shown: "
+                              "--format json has them all)", style="dim"))  # fmt: skip
     exits = report.get("memory_fault_exits", {}).get("exits", [])
     if exits:
         lines.append(Text(f"memory fault exits: {len(exits)}", style="yellow"))

@@ -41,10 +41,18 @@ def test_forcing_a_tier_the_kernel_refuses_says_why(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
 
 
-def test_fentry_is_not_offered_for_collection(tmp_path: Path) -> None:
-    result = run("record", "--tier", "fentry", "-o", str(tmp_path / "t.trace"), "--", "true")
-    assert result.returncode == 2
-    assert "invalid choice: 'fentry'" in result.stderr
+def test_a_tier_this_kernel_refuses_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """fentry collects where it loads (the lab's 7.2 kernel); this kernel refuses it at load
+    (PVM), so forcing it says why, in one line, and records nothing."""
+    plan = json.loads(run("probes", "--json").stdout)
+    if any(c["tier"] == "fentry" for c in plan):
+        pytest.skip("fentry loads on this kernel: nothing to refuse (the lab tests it)")
+    trace = tmp_path / "t.trace"
+    result = run("record", "--tier", "fentry", "-o", str(trace), "--", "true")
+    assert result.returncode == 1
+    assert result.stderr.startswith("gmemtrace: error: tier fentry cannot be used here: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not trace.exists()
 
 
 def test_probe_plan_covers_every_logical_event() -> None:
