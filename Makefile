@@ -39,13 +39,19 @@ screenshot: setup
 	$(PY) scripts/screenshot.py docs/live-view.svg
 
 # The lab's suite on each lab kernel, booted under QEMU (lab/run fetches and builds
-# what it needs on first use, into ~/.cache/gmemtrace/lab).
-LAB_KERNELS := debian-6.12 debian-6.12-sw
+# what it needs on first use, into ~/.cache/gmemtrace/lab; the in-place conversion
+# kernel is built once, about half an hour on 2 cores, and boots twice: in place, and
+# with the per-VM attributes). A kernel whose base apt no longer offers is skipped with
+# one line (lab/run's exit status 77); any other failure stops here.
+LAB_KERNELS := debian-6.12 debian-6.12-sw inplace-7.2 inplace-7.2-vm
 lab: setup
 	@for kernel in $(LAB_KERNELS); do \
 		echo "lab: $$kernel"; \
 		lab/run --kernel $$kernel --timeout 2400 -- \
-			$(PY) -m pytest -p no:cacheprovider --timeout=1200 -q lab/tests || exit $$?; \
+			$(PY) -m pytest -p no:cacheprovider --timeout=1200 -q lab/tests; \
+		status=$$?; \
+		if [ $$status -eq 77 ]; then echo "lab: $$kernel skipped: its kernel cannot be had"; continue; fi; \
+		[ $$status -eq 0 ] || exit $$status; \
 	done
 
 clean:

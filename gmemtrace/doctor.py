@@ -7,7 +7,6 @@ to simulate missing pieces without breaking the machine.
 from __future__ import annotations
 
 import enum
-import errno
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -27,9 +26,6 @@ from gmemtrace.probes.requirements import (
     attached_tracepoints,
     check_all,
 )
-
-INVALID_FLAGS = 1 << 63  # no revision of KVM_SET_MEMORY_ATTRIBUTES2 defines it
-
 
 # Functions of the in-place conversion series; their presence means the kernel
 # defines KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES (or the May 2025 RFC's names).
@@ -213,8 +209,7 @@ def _check_inplace_behaviour(kvm_fd: int, d: Diagnosis, types: list[int]) -> Non
         try:
             gmem_fd = kvm.ioctl(vm_fd, kvm.KVM_CREATE_GUEST_MEMFD, kvm.CreateGuestMemfd(size=4096))
             try:
-                bad = kvm.MemoryAttributes2(offset=0, size=4096, flags=INVALID_FLAGS)
-                if kvm.try_ioctl(gmem_fd, kvm.KVM_SET_MEMORY_ATTRIBUTES2, bad) != errno.EINVAL:
+                if not kvm.takes_attributes2(gmem_fd):
                     continue
                 takes.append(name)
                 private = kvm.KVM_MEMORY_ATTRIBUTE_PRIVATE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 
 from gmemtrace.errors import GmemtraceError
@@ -51,3 +52,14 @@ def check_extension(fd: int, cap: Capability) -> int:
         return ioctl(fd, KVM_CHECK_EXTENSION, cap.number)
     except KvmError:
         return 0
+
+
+INVALID_ATTRIBUTES2_FLAGS = 1 << 63  # no revision of KVM_SET_MEMORY_ATTRIBUTES2 defines it
+
+
+def takes_attributes2(gmem_fd: int) -> bool:
+    """Whether this guest_memfd converts in place (KVM_SET_MEMORY_ATTRIBUTES2 on it), asked
+    by behaviour: it answers invalid flags with EINVAL, a kernel without (or with in-place
+    conversion off) with ENOTTY. The capability's number changed between revisions."""
+    bad = MemoryAttributes2(offset=0, size=4096, flags=INVALID_ATTRIBUTES2_FLAGS)  # noqa: F405
+    return try_ioctl(gmem_fd, KVM_SET_MEMORY_ATTRIBUTES2, bad) == errno.EINVAL  # noqa: F405

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gmemtrace.errors import UsageError
+from gmemtrace.errors import GmemtraceError, UsageError
 from gmemtrace.workload.runner import PATTERNS, Workload
-from gmemtrace.workload.scenarios import SCENARIOS, VM_TYPES, Params
+from gmemtrace.workload.scenarios import CHECKS, SCENARIOS, VM_TYPES, Params
 
 __all__ = ["PATTERNS", "SCENARIOS", "Params", "Workload", "run_scenario"]
 
@@ -27,7 +27,14 @@ def run_scenario(name: str, params: Params | None = None, hold_s: float = 0.0) -
         value = getattr(params, knob)
         if value is not None and value <= 0:
             raise UsageError(f"--{knob} must be positive, not {value}")
-    workload = Workload(name, params.pause_after_map_s, params.wait_signal, VM_TYPES.get(name, 0))
+    try:
+        workload = Workload(
+            name, params.pause_after_map_s, params.wait_signal, VM_TYPES.get(name, 0)
+        )
+    except GmemtraceError:
+        if name in CHECKS:
+            CHECKS[name]()
+        raise
     try:
         SCENARIOS[name](workload, params)
         if hold_s > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import faulthandler
 import os
 import platform
@@ -17,8 +18,8 @@ from gmemtrace.events import Interface
 from gmemtrace.kernel import kvm
 from gmemtrace.kernel.uapi import PAGE_SIZE
 from gmemtrace.workload import guest
-from gmemtrace.workload.truth import InodeTruth
-from gmemtrace.workload.vmm import GuestMemfd, HostMapping, Vcpu, Vm
+from gmemtrace.workload.truth import PRIVATE, InodeTruth
+from gmemtrace.workload.vmm import GuestMemfd, HostMapping, PageHold, Vcpu, Vm
 
 CODE_GPA = 0xF0000  # guest code lives in its own anonymous memslot, below 1 MiB
 CODE_SLOT = 0
@@ -55,6 +56,9 @@ class Workload:
         self.started_ns = time.monotonic_ns()
         self.vm = Vm.create(vm_type)
         self.private_gfns: set[int] = set()  # KVM_SET_MEMORY_ATTRIBUTES: private frames
+        # Shared/private kept in each guest_memfd (in-place conversion): a frame is private
+        # when its guest_memfd page is, not by the VM's attributes.
+        self.in_place = False
         self.gmems: list[GuestMemfd] = []
         self.truth: dict[int, InodeTruth] = {}
         self.bindings: list[Binding] = []
@@ -242,8 +246,14 @@ class Workload:
         by_inode: dict[int, list[int]] = {}
         for gfn in gfns:
             located = self._locate(gfn)
-            if located is not None and gfn in self.private_gfns:
-                binding, page = located
+            if located is None:
+                continue
+            binding, page = located
+            if self.in_place:
+                private = self.truth[binding.gmem.ino].state.get(page) == PRIVATE
+            else:
+                private = gfn in self.private_gfns
+            if private:
                 by_inode.setdefault(binding.gmem.ino, []).append(page)
         for ino, pages in by_inode.items():
             self.truth[ino].guest_touch(pages, self.pid)
@@ -292,6 +302,31 @@ class Workload:
                 if changes:  # KVM unmaps the range from the guest, unless nothing changed
                     ledger.guest_unmap(first, count)
         return [a.errno for a in attempts]
+
+    def convert_in_place(
+        self, gmem: GuestMemfd, first: int, count: int, *, to_private: bool
+    ) -> tuple[int, int | None]:
+        """KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd: (0 or the errno, the page that
+        blocked it)."""
+        a = self.vm.convert_in_place(gmem, first, count, to_private=to_private)
+        self.truth[gmem.ino].convert(
+            first, count, to_private, a.interface, a.errno, self.pid, a.blocking_page
+        )
+        return a.errno, a.blocking_page
+
+    def takes_attributes2(self, gmem: GuestMemfd) -> bool:
+        """Whether the guest_memfd converts in place, asked by behaviour (a request with
+        invalid flags: EINVAL if it does, ENOTTY if not), the request in the ledger too."""
+        takes = kvm.takes_attributes2(gmem.fd)
+        err = errno.EINVAL if takes else errno.ENOTTY
+        self.truth[gmem.ino].convert(0, 1, False, Interface.ATTRIBUTES2, err, self.pid)
+        return takes
+
+    def hold(self, mapping: HostMapping, page: int) -> PageHold:
+        """Keep a reference to one page, as I/O in flight does (release() it)."""
+        held = PageHold(mapping.address(page))
+        self.truth[mapping.gmem.ino].log("hold", page, 1, self.pid)
+        return held
 
     def set_attributes(self, gpa: int, count: int, *, private: bool) -> int:
         """KVM_SET_MEMORY_ATTRIBUTES on guest frames no guest_memfd backs (recorded as a

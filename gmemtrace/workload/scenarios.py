@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gmemtrace.errors import GmemtraceError
 from gmemtrace.events import Counter
+from gmemtrace.kernel import kvm
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED as INIT_SHARED
 from gmemtrace.kernel.uapi import GUEST_MEMFD_FLAG_MMAP as MMAP
 from gmemtrace.kernel.uapi import KVM_X86_SW_PROTECTED_VM, PAGE_SIZE
 from gmemtrace.workload import guest
 from gmemtrace.workload.runner import Workload
+from gmemtrace.workload.vmm import Vm
 
 
 @dataclass(frozen=True)
@@ -159,11 +163,79 @@ def fallocate_only(wl: Workload, p: Params) -> None:
         wl.punch(gmem, pages // 4, pages // 2)
 
 
+def in_place(wl: Workload, p: Params) -> None:
+    """Shareability kept in the guest_memfd, converted on it, page by page (the in-place
+    conversion series, on a software-protected VM): host faults served and refused around
+    converted ranges, a conversion refused while a page is in use (EAGAIN, and the page),
+    one that changes nothing, a punch, and the guest faulting private pages of the inode."""
+    pages = max(p.pages or 32, 32)
+    private = wl.guest_memfd(pages, MMAP)  # every page private from the start
+    if not wl.takes_attributes2(private):
+        raise GmemtraceError(NOT_IN_PLACE, 2)
+    wl.in_place = True
+    shared = wl.guest_memfd(pages, MMAP | INIT_SHARED)
+    host_private, host_shared = wl.map(private), wl.map(shared)
+    wl.host_touch(host_shared, 0, pages // 2)  # served
+    for refused in (0, 1):
+        wl.touch_in_child(host_private, refused)  # refused: private
+    # A range goes shared: faults there are served, its neighbours still refused.
+    wl.convert_in_place(private, 8, 8, to_private=False)
+    wl.host_touch(host_private, 8, 8)
+    for refused in (7, 16):
+        wl.touch_in_child(host_private, refused)
+    # A range of the other goes private: its mappings go, touching it is refused...
+    wl.convert_in_place(shared, 4, 4, to_private=True)
+    wl.touch_in_child(host_shared, 5)
+    # ...and back: served again. Asking for what already is changes nothing.
+    wl.convert_in_place(shared, 4, 4, to_private=False)
+    wl.host_touch(host_shared, 4, 4)
+    wl.convert_in_place(shared, 0, 4, to_private=False)
+    # A page in use (here a pipe holds it) blocks its range's conversion to private.
+    held = wl.hold(host_shared, 10)
+    try:
+        err, blocking = wl.convert_in_place(shared, 8, 8, to_private=True)
+    finally:
+        held.release()
+    wl.facts["blocked"] = {"errno": errno.errorcode.get(err, str(err)), "page": blocking}
+    wl.convert_in_place(shared, 8, 8, to_private=True)  # nothing holds it now
+    wl.punch(private, 8, 4)  # half the shared range goes back to the kernel
+    # The guest faults private pages of the same inode (kvm_gmem_get_pfn).
+    base = COCO_GPA // PAGE_SIZE
+    wl.bind_private(1, COCO_GPA, private)
+    wl.run_guest([base + i for i in range(20, 28)])
+
+
+NOT_IN_PLACE = (
+    "this kernel keeps no shareability in the guest_memfd (KVM_SET_MEMORY_ATTRIBUTES2 on it "
+    "answers ENOTTY): the in-place scenario needs the conversion series with "
+    "kvm.gmem_in_place_conversion=1 (lab/run --kernel inplace-7.2)"
+)
+
+
+def require_in_place() -> None:
+    """Exit 2, saying why, where guest_memfds keep no shareability (asked by behaviour of
+    a default VM's guest_memfd: for a kernel that cannot make the scenario's VM)."""
+    vm = Vm.create()
+    try:
+        gmem = vm.create_guest_memfd(PAGE_SIZE, 0)
+        try:
+            takes = kvm.takes_attributes2(gmem.fd)
+        finally:
+            gmem.close()
+    finally:
+        vm.close()
+    if not takes:
+        raise GmemtraceError(NOT_IN_PLACE, 2)
+
+
 COCO_GPA = 0x10000  # the guest_memfd memslot: real mode reaches below 1 MiB
 PLAIN_GPA = 0x80000  # a memslot of plain memory
 
 # Scenarios that need a VM type other than the default.
-VM_TYPES = {"coco": KVM_X86_SW_PROTECTED_VM}
+VM_TYPES = {"coco": KVM_X86_SW_PROTECTED_VM, "inplace": KVM_X86_SW_PROTECTED_VM}
+# What a scenario needs of the kernel besides its VM type: asked where the type is
+# missing, so that the more telling reason is the one given.
+CHECKS: dict[str, Callable[[], None]] = {"inplace": require_in_place}
 
 SCENARIOS: dict[str, Callable[[Workload, Params], None]] = {
     "mixed": mixed,
@@ -173,4 +245,5 @@ SCENARIOS: dict[str, Callable[[Workload, Params], None]] = {
     "guest": guest_driven,
     "coco": coco,
     "fallocate": fallocate_only,
+    "inplace": in_place,
 }

@@ -7,6 +7,7 @@ exact faults, allocations and frees a tracer should observe.
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,9 +135,26 @@ class InodeTruth:
         self.log("punch", first, count, pid, freed=len(freed))
 
     def convert(
-        self, first: int, count: int, to_private: bool, interface: Interface, err: int, pid: int
+        self,
+        first: int,
+        count: int,
+        to_private: bool,
+        interface: Interface,
+        err: int,
+        pid: int,
+        blocking_page: int | None = None,
     ) -> None:
         self.counts[Counter.CONVERSION_ATTEMPTS] += 1
+        target = PRIVATE if to_private else SHARED
+        changes = any(
+            state != target for a, b, state in self.state.runs() if a < first + count and b > first
+        )
+        if to_private and err == errno.EAGAIN and interface is Interface.ATTRIBUTES2:
+            # In place, the host's mappings go before the kernel finds a page in use.
+            for mapped in self.host_mapped.values():
+                mapped.difference_update(range(first, first + count))
+        if err == 0 and interface is Interface.ATTRIBUTES2 and changes:
+            self.guest_unmap(first, count)  # KVM invalidates the guest's mappings too
         if err == 0:
             target = PRIVATE if to_private else SHARED
             self.state.assign(first, first + count, target)
@@ -154,6 +172,8 @@ class InodeTruth:
             to=PRIVATE if to_private else SHARED,
             interface=interface,
             errno=err,
+            **({"blocking_page": blocking_page} if blocking_page is not None else {}),
+            **({"noop": True} if err == 0 and not changes else {}),
         )
 
     def release(self, pid: int) -> None:

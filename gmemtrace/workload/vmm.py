@@ -27,6 +27,40 @@ _libc.mmap.argtypes = [
 _libc.mmap.restype = ctypes.c_void_p
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.vmsplice.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_uint]
+_libc.vmsplice.restype = ctypes.c_ssize_t
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class PageHold:
+    """A page of a host mapping held by the kernel: vmsplice()d into a pipe, whose buffer
+    keeps a reference to it until read (what a page in use by I/O looks like to a
+    conversion). `release()` reads it out."""
+
+    def __init__(self, address: int) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        iov = _Iovec(address, PAGE_SIZE)
+        if _libc.vmsplice(self.write_fd, ctypes.byref(iov), 1, 0) != PAGE_SIZE:
+            err = ctypes.get_errno()
+            self.release()
+            raise GmemtraceError(f"vmsplice: {os.strerror(err)}")
+
+    def release(self) -> None:
+        if self.read_fd >= 0:
+            os.set_blocking(self.read_fd, False)
+            try:
+                while os.read(self.read_fd, PAGE_SIZE):
+                    pass
+            except BlockingIOError:
+                pass
+            for fd in (self.read_fd, self.write_fd):
+                os.close(fd)
+            self.read_fd = self.write_fd = -1
+
+
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 _libc.mremap.argtypes = [
@@ -186,6 +220,7 @@ class ConversionAttempt:
     first: int
     count: int
     errno: int
+    blocking_page: int | None = None  # error_offset's page, where the kernel wrote it
 
 
 @dataclass
@@ -299,6 +334,21 @@ class Vm:
                 ConversionAttempt(Interface.VM_ATTRIBUTES, to_private, first, count, err)
             )
         return attempts
+
+    def convert_in_place(
+        self, gmem: GuestMemfd, first: int, count: int, *, to_private: bool
+    ) -> ConversionAttempt:
+        """KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd alone (in-place conversion): with
+        EAGAIN (a page in use) or ENOMEM, the page that blocked it (error_offset)."""
+        attributes = kvm.KVM_MEMORY_ATTRIBUTE_PRIVATE if to_private else 0
+        request = kvm.MemoryAttributes2(
+            offset=first * PAGE_SIZE, size=count * PAGE_SIZE, attributes=attributes
+        )
+        err = kvm.try_ioctl(gmem.fd, kvm.KVM_SET_MEMORY_ATTRIBUTES2, request)
+        blocking = (
+            request.error_offset // PAGE_SIZE if err in (errno.EAGAIN, errno.ENOMEM) else None
+        )
+        return ConversionAttempt(Interface.ATTRIBUTES2, to_private, first, count, err, blocking)
 
     def create_vcpu(self) -> Vcpu:
         fd = kvm.ioctl(self.fd, kvm.KVM_CREATE_VCPU, 0)
