@@ -11,7 +11,7 @@ __all__ = ["SHIPPED_TRACES", "Session", "Trace", "read_trace", "tracing_availabl
 # Recordings shipped with the package, for machines that cannot trace live.
 SHIPPED_TRACES = {
     name: Path(__file__).resolve().parent / "data" / f"{name}.trace"
-    for name in ("demo", "fault-storm")
+    for name in ("demo", "fault-storm", "inplace")
 }
 
 if TYPE_CHECKING:

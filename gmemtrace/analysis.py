@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from gmemtrace.events import Kind
+from gmemtrace.events import Kind, result_name
 from gmemtrace.model.state import Model
 from gmemtrace.report import build_report, model_of
 from gmemtrace.tracefile import TraceData, read_trace_file
@@ -61,8 +61,22 @@ class Trace:
     @cached_property
     def inodes(self) -> pd.DataFrame:
         """One row per guest_memfd inode: size, flags, shareability page counts, totals."""
-        rows = self.report["inodes"]
+        rows = [{k: v for k, v in i.items() if k != "shareability"} for i in self.report["inodes"]]
         return pd.DataFrame(rows).set_index("ino") if rows else pd.DataFrame()
+
+    @cached_property
+    def conversions(self) -> pd.DataFrame:
+        """One row per conversion request: when (s since the start), who, which inode and
+        pages, the direction, the interface, the result (0 or -errno, and its name), the
+        latency, the page that blocked a refused one, and whether it changed nothing."""
+        rows = self.report["conversions"]
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return frame
+        frame.insert(0, "t_s", (frame["ts_ns"] - self.data.header.start_ns) / 1e9)
+        frame["result_name"] = [result_name(r) for r in frame["result"]]
+        frame["blocking_page"] = frame["blocking_page"].astype("Int64")  # None: not told
+        return frame
 
     def shareability(self, ino: int) -> pd.DataFrame:
         """The inode's shareability at the end of the trace: first, end, pages, state, source."""
@@ -74,7 +88,7 @@ class Trace:
                     "end": end,
                     "pages": end - first,
                     "state": s.value,
-                    "provenance": why,
+                    "provenance": why.value,
                 }
                 for first, end, (s, why) in state.runs()
             ]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -199,3 +199,12 @@ def leftovers_of_session(sid: int, timeout_s: float = SAFETY_S) -> list[int]:
     while (left := processes_in_session(sid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def events_of(trace: Path, kind: str) -> list[dict[str, Any]]:
+    """The recorded events of one kind, as rows of the pandas API."""
+    import gmemtrace as api
+
+    frame = api.read_trace(trace).events
+    rows: list[dict[str, Any]] = frame[frame["kind"] == kind].to_dict("records")
+    return rows

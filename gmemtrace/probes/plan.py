@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gmemtrace.errors import GmemtraceError, UsageError
-from gmemtrace.events import Probe, Tier
+from gmemtrace.events import Kind, Probe, Tier
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.headers import Headers, cache_dir
 from gmemtrace.kernel.host import Host
@@ -26,20 +26,23 @@ from gmemtrace.probes.requirements import require_all
 FENTRY, KPROBE, TRACEPOINT = Tier
 FORCEABLE = tuple(Tier)  # what --tier accepts
 
-EVENTS = (
-    "create",
-    "bind",
-    "host_fault",
-    "host_fault_refused",
-    "guest_fault",
-    "alloc",
-    "free",
-    "punch",
-    "convert",
-    "memory_fault_exit",
-    "shareability_setup",
-    "release",
+# The logical events a plan places: the event kinds the kernel reports (not the process
+# bookkeeping, nor the collector's own records), by their names.
+PLANNED = (
+    Kind.CREATE,
+    Kind.BIND,
+    Kind.HOST_FAULT,
+    Kind.HOST_FAULT_REFUSED,
+    Kind.GUEST_FAULT,
+    Kind.ALLOC,
+    Kind.FREE,
+    Kind.PUNCH,
+    Kind.CONVERT,
+    Kind.MEMORY_FAULT_EXIT,
+    Kind.SHAREABILITY_SETUP,
+    Kind.RELEASE,
 )
+EVENTS = tuple(kind.label for kind in PLANNED)
 
 # Why the function tier does not take an event that has no entry in FUNCTIONS.
 NO_FUNCTION = {

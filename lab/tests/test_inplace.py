@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.kernel.test_trace_kernel import assert_matches_truth
+from tests.tracing import events_of
 
 KERNEL = os.environ.get("GMEMTRACE_LAB_KERNEL", "")
 if not KERNEL.startswith("inplace-"):
@@ -121,17 +122,10 @@ if IN_PLACE:
         assert shared["counts"]["host_faults_refused"] == 1
         if tier is None:
             assert report["probes"]["convert"] == "fentry: fentry:kvm_gmem_ioctl"
-            setups = events(trace, "shareability_setup")
+            setups = events_of(trace, "shareability_setup")
             assert [(e["ino"], e["count"]) for e in setups] == [
                 (i["ino"], i["size_pages"]) for i in truth["inodes"]
             ]
-
-    def events(trace: Path, kind: str) -> list[dict[str, Any]]:
-        import gmemtrace as api
-
-        frame = api.read_trace(trace).events
-        rows: list[dict[str, Any]] = frame[frame["kind"] == kind].to_dict("records")
-        return rows
 
     # fexit and fentry (bpftrace's kretfunc, kfunc): every return counted, whatever else is
     # attached to the function; one map per outcome (no string keys).

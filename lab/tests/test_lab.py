@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from tests.kernel.test_trace_kernel import assert_matches_truth
-from tests.tracing import READY, Owned, everything_loaded, loaded_since, owned_bpf, still_loaded
+from tests.tracing import (
+    READY,
+    Owned,
+    events_of,
+    everything_loaded,
+    loaded_since,
+    owned_bpf,
+    still_loaded,
+)
 
 KERNEL = os.environ.get("GMEMTRACE_LAB_KERNEL", "")
 if not KERNEL.startswith("debian-6.12"):
@@ -98,18 +106,10 @@ def test_fallocate_and_punch_equal_the_ground_truth(tmp_path: Path, tier: str | 
     assert loaded_since(before) == Owned(), "every probe (kprobes too) detached at the end"
     if tier is None:
         assert report["probes"]["punch"] == "kprobe: kprobe:kvm_gmem_fallocate"
-        released = gmemtrace_events(trace, "release")
+        released = events_of(trace, "release")
         assert [(e["ino"], e["count"]) for e in released] == [
             (i["ino"], i["size_pages"]) for i in truth["inodes"]
         ]
-
-
-def gmemtrace_events(trace: Path, kind: str) -> list[dict[str, Any]]:
-    import gmemtrace as api
-
-    events = api.read_trace(trace).events
-    rows: list[dict[str, Any]] = events[events["kind"] == kind].to_dict("records")
-    return rows
 
 
 def test_coco_needs_the_software_protected_type_and_says_so() -> None:
