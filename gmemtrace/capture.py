@@ -39,6 +39,7 @@ PUMP_S = {
 }
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DRAIN_PUMPS = 16  # at the end: the ring as it is, and what arrives while it is read
 
 
 @dataclass
@@ -258,9 +259,12 @@ class Capture:
         self.drain()
 
     def drain(self) -> None:
-        """Everything in the ring buffer now, into the model."""
-        while self.collector.pump():
-            pass
+        """What the ring buffer holds now, into the model: pumps until one finds nothing,
+        a few at most. A traced process still running keeps adding (in the view's mode each
+        pump has the CPU that runs it flush its open run): the end is now, not a chase."""
+        for _ in range(DRAIN_PUMPS):
+            if not self.collector.pump():
+                break
 
     def _follow_comm(self) -> None:
         from gmemtrace.probes.program import ProbeProgram

@@ -334,8 +334,9 @@ class LiveApp(App[None]):
         Binding("ctrl+c", "quit_view", "quit", show=False, priority=True),
         Binding("p", "pause", "pause"),
         Binding("s", "sort", "sort"),
-        Binding("up", "move(-1)", "select", show=False),
-        Binding("down", "move(1)", "select", show=False),
+        # Before any focused widget's: the command's output log would take them to scroll.
+        Binding("up", "move(-1)", "select", show=False, priority=True),
+        Binding("down", "move(1)", "select", show=False, priority=True),
         Binding("enter", "open", "page map"),
         Binding("slash", "filter", "filter"),
         Binding("question_mark", "help", "help"),
@@ -377,6 +378,8 @@ class LiveApp(App[None]):
         with Horizontal(id="logs"):
             yield Static(id="recent")
             yield Static(id="latency")
+        # The command's output, shown, never focused: the view's keys stay the view's (a
+        # focused log took Up/Down for scrolling whenever the command printed).
         yield RichLog(id="output", wrap=False, markup=False, highlight=False)
         yield Input(placeholder="pid or comm (Enter: apply, Escape: cancel)", id="filter")
         yield Footer()

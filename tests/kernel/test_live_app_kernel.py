@@ -66,13 +66,16 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
             storm = max(app.shown(), key=lambda s: s.size_pages)
             # Select the big guest_memfd, open its map at page resolution. The ranking may
             # change between two key presses (rates move): step towards it as it stands.
+            steps = []
             for _ in range(100):
                 order = [s.ino for s in app.shown()]
                 if app.selected_ino == storm.ino:
                     break
                 here = order.index(app.selected_ino) if app.selected_ino in order else 0
-                await pilot.press("down" if order.index(storm.ino) > here else "up")
-            assert app.selected_ino == storm.ino
+                key = "down" if order.index(storm.ino) > here else "up"
+                steps.append((order, app.selected_ino, key, app.focused))
+                await pilot.press(key)
+            assert app.selected_ino == storm.ino, (storm.ino, steps[:3], steps[-3:])
             await pilot.press("enter")
             await until(pilot, lambda: isinstance(app.screen, PageMap))
             assert isinstance(app.screen, PageMap) and app.screen.ino == storm.ino
