@@ -6,7 +6,8 @@ through fentry or a kprobe pair, or from exceptions:page_fault_user and the mapp
 through the tracepoint tier), the view's mode (runs coalesced in the kernel). The storm
 measures its own fault rate; configurations interleave over the repetitions. Under
 emulation (the lab's QEMU) absolute times mean nothing: the ratio to the untraced rate
-is what compares. The plan's tier order follows it (gmemtrace/probes/plan.py).
+is what compares. Each forced load compiles under bcc (about a minute per load under the
+lab's emulation: keep --repeat small there).
 
     python -m benchmarks.tiers [--pages N] [--rounds N] [--repeat N] [--json]
 """

@@ -1,8 +1,10 @@
 """The probe plan: for each logical event, the tier and attach point chosen on this kernel, and why.
 
-Tiers, cheapest first (measured in the lab, one boot: README, Kernels): fentry on the
-guest_memfd functions themselves (vmlinux functions only, with bcc 0.26), kprobes on
-them, then stable tracepoints. Each event takes the first tier that loads here and sees
+Tiers, in the order tried: fentry on the guest_memfd functions themselves (vmlinux
+functions only, with bcc 0.26), kprobes on them, then stable tracepoints. fentry before
+kprobes because a trampoline call costs less than a breakpoint's trap; how each compares
+on the host fault path is what benchmarks/tiers.py measures (not yet measured in the
+lab: README, Kernels). Each event takes the first tier that loads here and sees
 it; every rejection says why. Whatever the tiers, the events reach one ring buffer and
 one model.
 """
