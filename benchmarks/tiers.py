@@ -1,13 +1,14 @@
 """What each probe tier costs the traced process, compared in one boot of one kernel.
 
-The same host fault storm on a shared guest_memfd runs untraced, then under each tier
-that loads here, forced (`--tier`: the host faults come from kvm_gmem_fault_user_mapping
-through fentry or a kprobe pair, or from exceptions:page_fault_user and the mapping trie
-through the tracepoint tier), the view's mode (runs coalesced in the kernel). The storm
-measures its own fault rate; configurations interleave over the repetitions. Under
-emulation (the lab's QEMU) absolute times mean nothing: the ratio to the untraced rate
-is what compares. Each forced load compiles under bcc (about a minute per load under the
-lab's emulation: keep --repeat small there).
+The same host fault storm on a shared guest_memfd, in sequential and in random order,
+runs untraced, then under each tier that loads here, forced (`--tier`: the host faults
+come from kvm_gmem_fault_user_mapping through fentry or a kprobe pair, or from
+exceptions:page_fault_user and the mapping trie through the tracepoint tier), in the
+view's mode (runs coalesced in the kernel). Each tier is loaded once (a bcc compile
+takes about a minute under the lab's emulation) and each traced storm is added to it as
+a target; its ratio is to the untraced storms run just before it. The storm measures its
+own fault rate. Under emulation (the lab's QEMU) absolute times mean nothing: the ratios
+inside one boot are what compares.
 
     python -m benchmarks.tiers [--pages N] [--rounds N] [--repeat N] [--json]
 """
@@ -31,19 +32,21 @@ from rich.table import Table
 
 from gmemtrace.errors import GmemtraceError
 from gmemtrace.kernel.procfs import gmem_mappings
+from gmemtrace.probes.program import ProbeProgram
 from gmemtrace.tracer import load
 
 TIERS = ("fentry", "kprobe", "tracepoint")
+PATTERNS = ("sequential", "random")
 
 
-def storm_rate(tier: str | None, pages: int, rounds: int) -> float:
-    """Host faults a second of one storm, under `tier` (None: untraced)."""
+def storm_rate(source: ProbeProgram | None, pattern: str, pages: int, rounds: int) -> float:
+    """Host faults a second of one storm, traced by `source` (None: untraced)."""
     with tempfile.TemporaryDirectory() as tmp:
         truth = Path(tmp) / "truth.json"
         workload = subprocess.Popen(
             [
                 *(sys.executable, "-m", "gmemtrace", "workload", "fault-storm"),
-                *("--pages", str(pages), "--rounds", str(rounds)),
+                *("--pages", str(pages), "--rounds", str(rounds), "--pattern", pattern),
                 *("--wait-signal", "--quiet", "-o", str(truth)),
             ]
         )
@@ -52,16 +55,13 @@ def storm_rate(tier: str | None, pages: int, rounds: int) -> float:
                 if workload.poll() is not None:
                     raise SystemExit("tiers: the storm ended before mapping its memory")
                 time.sleep(0.01)
-            source = load(tier).source([workload.pid], stream_hot=False) if tier else None
-            try:
-                os.kill(workload.pid, signal.SIGUSR1)
-                while workload.poll() is None:
-                    if source is not None:
-                        source.poll()
-                    time.sleep(0.05)
-            finally:
+            if source is not None:
+                source.add_targets([workload.pid])
+            os.kill(workload.pid, signal.SIGUSR1)
+            while workload.poll() is None:
                 if source is not None:
-                    source.close()
+                    source.poll()
+                time.sleep(0.05)
         finally:
             if workload.poll() is None:
                 workload.kill()
@@ -70,49 +70,67 @@ def storm_rate(tier: str | None, pages: int, rounds: int) -> float:
 
 
 def measure(pages: int, rounds: int, repeat: int) -> dict[str, Any]:
-    usable: list[str | None] = [None]
-    skipped = {}
+    """Per tier: `repeat` untraced storms of each order, then the tier loaded once (a bcc
+    compile is a minute under emulation) and `repeat` traced ones, each new storm added
+    as a target. The ratio compares a tier with the untraced runs just before it."""
+    result: dict[str, Any] = {"kernel": os.uname().release, "pages": pages, "rounds": rounds}
+    result |= {"repeat": repeat, "tiers": {}, "skipped": {}}
     for tier in TIERS:
+        untraced = {
+            p: [storm_rate(None, p, pages, rounds) for _ in range(repeat)] for p in PATTERNS
+        }
         try:
-            load(tier).program.cleanup()
-            usable.append(tier)
+            loaded = load(tier)
         except GmemtraceError as err:
-            skipped[tier] = str(err)
-    rates: dict[str, list[float]] = {str(t or "untraced"): [] for t in usable}
-    for _ in range(repeat):
-        for tier in usable:
-            rates[str(tier or "untraced")].append(storm_rate(tier, pages, rounds))
-    base = statistics.median(rates["untraced"])
-    return {
-        "kernel": os.uname().release,
-        "pages": pages,
-        "rounds": rounds,
-        "repeat": repeat,
-        "faults_per_s": {name: statistics.median(v) for name, v in rates.items()},
-        "of_untraced": {name: round(statistics.median(v) / base, 3) for name, v in rates.items()},
-        "skipped": skipped,
-    }
+            result["skipped"][tier] = str(err)
+            continue
+        source = loaded.source([], stream_hot=False)
+        try:
+            traced = {
+                p: [storm_rate(source, p, pages, rounds) for _ in range(repeat)] for p in PATTERNS
+            }
+        finally:
+            source.close()
+        result["tiers"][tier] = {
+            p: {
+                "untraced": statistics.median(untraced[p]),
+                "traced": statistics.median(traced[p]),
+                "of_untraced": round(
+                    statistics.median(traced[p]) / statistics.median(untraced[p]), 3
+                ),
+            }
+            for p in PATTERNS
+        }
+        print(f"tiers: {tier}: {result['tiers'][tier]}", file=sys.stderr, flush=True)
+    return result
 
 
 def table(result: dict[str, Any]) -> Table:
     out = Table(
-        title=f"host fault storm per tier, kernel {result['kernel']} (median of "
+        title=f"host fault storm per tier, kernel {result['kernel']} (medians of "
         f"{result['repeat']}; {result['pages']} pages x {result['rounds']} rounds)",
         title_justify="left",
     )
-    for column in ("configuration", "faults/s", "of untraced"):
-        out.add_column(column, justify="left" if column == "configuration" else "right")
-    for name, rate in result["faults_per_s"].items():
-        out.add_row(name, f"{rate:,.0f}", f"{result['of_untraced'][name]:.3f}")
+    for column in ("tier", "order", "untraced faults/s", "traced faults/s", "of untraced"):
+        out.add_column(column, justify="left" if column in ("tier", "order") else "right")
+    for tier, orders in result["tiers"].items():
+        for order, r in orders.items():
+            out.add_row(
+                tier,
+                order,
+                f"{r['untraced']:,.0f}",
+                f"{r['traced']:,.0f}",
+                f"{r['of_untraced']:.3f}",
+            )
     for tier, why in result["skipped"].items():
-        out.add_row(tier, "-", why[:60])
+        out.add_row(tier, "-", "-", "-", why[:60])
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=4096)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
