@@ -21,7 +21,7 @@ static __always_inline u64 pages_up(u64 bytes)
 
 struct config {
     u32 trace_all;   /* no pid filter: every process is a target */
-    u32 stream_hot;  /* one record per hot event; 0: coalesced into runs (tracepoint tier) */
+    u32 stream_hot;  /* one record per hot event; 0: counted in maps (gmem_shared.c) */
     u32 next_asid;   /* address space ids handed out at exec */
     u32 attr_gen;    /* bumped when a mapping or an address space id changes (tracepoint tier) */
     u32 run_gen;     /* bumped when a thread enters or leaves KVM_RUN (tracepoint tier) */

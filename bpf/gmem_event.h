@@ -35,11 +35,21 @@ enum gmem_event_kind {
                                   arg = since_ns, arg2 = refused_total (of those, lost
                                   though the ring had room) */
     EV_END = 20,               /* a clean end of the recording (written by the collector) */
+    EV_COUNTED = 21,           /* written by the collector from the kernel's counts: `count`
+                                  events by pid, tid on ino; arg = counted_kind (their flags
+                                  in flags) */
+    EV_PAGE_STATE = 22,        /* written by the collector from the kernel's page bits: pages
+                                  [first, first + count) of ino; flags = state (PAGES_*) */
 };
 
 /* EV_GUEST_FAULT flags: where the fault was seen. */
 #define GUEST_FAULT_TIMED 0x1  /* kvm_gmem_get_pfn, with its result and latency */
 #define GUEST_FAULT_BY_GPA 0x2 /* kvm:kvm_page_fault: by guest physical address */
+
+/* EV_PAGE_STATE flags: what the pages are (gmem_shared.c: MARK_*). */
+#define PAGES_FAULTED 0  /* faulted by the host in the read generation that ended */
+#define PAGES_RESIDENT 1 /* in the page cache */
+#define PAGES_GONE 2     /* no longer in it */
 
 /* EV_CONVERT flags: direction and interface. */
 #define CONV_TO_PRIVATE 0x1

@@ -348,18 +348,10 @@ static __always_inline int fault_answered(u64 vmf, long ret)
     if (!file_inode_id(file, &id))
         return 0;
 #ifdef FN_HOST_FAULT
-    if (streaming()) {
+    if (streaming())
         emit_hot(bpf_ktime_get_ns(), EV_HOST_FAULT, 0, 0, id.ino, index, 1, addr, asid);
-    } else {
-        struct run *r = run_slot(RUN_FAULT);
-        if (r) {
-            mark_busy(r, 1);
-            add_to_run(r, EV_HOST_FAULT, 0, id.ino, index, 1, addr & ~4095ULL, asid);
-            if (answer & VM_FAULT_SIGBUS_)
-                flush_run(r); /* the fault before its refusal */
-            mark_busy(r, 0);
-        }
-    }
+    else
+        count_event(EV_HOST_FAULT, 0, id.ino, index, 1, MARK_FAULTED, addr, asid);
 #endif
 #ifdef FN_HOST_FAULT_REFUSED
     if (answer & VM_FAULT_SIGBUS_)

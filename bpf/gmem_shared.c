@@ -4,8 +4,8 @@
  *    address (aligned power-of-two blocks), kept at mmap/mremap/munmap, that
  *    turns a host fault address into (inode, page index), with a per-CPU memo
  *    of the last answer;
- *  - runs (coalesced mode): consecutive hot events of one thread on
- *    consecutive pages become one record, flushed on demand by the collector.
+ *  - counting mode (the live view, the exporter): hot events as counts and
+ *    page bits in maps, read by the collector, instead of ring records.
  *
  * Compiled after gmem_common.h, before the tiers' programs (one text: bcc
  * rewrites map calls only in its main source).
@@ -144,111 +144,108 @@ static __always_inline u64 unmap_range(u32 asid, u64 addr, u64 end)
     return vma.ino;
 }
 
-/* --- runs (coalesced mode) ------------------------------------------------ */
+/* --- counting (the live view's and the exporter's mode) ------------------- */
 
-/* Between busy marks the compiler keeps the run's stores (an IPI sees them in order). */
-#define compiler_barrier() asm volatile("" ::: "memory")
+/* Counting mode (config.stream_hot == 0): a hot event (a host fault, a page
+ * entering or leaving a guest_memfd, a guest fault seen by its page) costs map
+ * updates and no ring record, in whatever order the pages come:
+ *  - hot_counts: per CPU, the events so far by inode, process, thread, kind and
+ *    flags; the collector reads the sums and takes differences;
+ *  - page_blocks: per inode and block of 64 pages, which pages are resident
+ *    (changed atomically: exact whenever it is read) and which were faulted in
+ *    the current read generation (the heat the view shows), two generations
+ *    side by side so that the collector reads the one that just ended.
+ * The collector (gmemtrace/probes/program.py) moves read_gen on, then reads
+ * both maps whole (in batches). An event the maps cannot take (one is full, or a
+ * folio spans blocks) goes to the ring buffer as a record, as in a recording. */
+#define BLOCK_SHIFT 6
+#define BLOCK_PAGES (1ULL << BLOCK_SHIFT)
+#define BPF_F_NO_PREALLOC_ 1
 
-/* Coalesced mode: consecutive hot events of one thread on consecutive pages
- * (and, for host faults, consecutive addresses) make one record, whose count
- * is the pages. A run waits in a per-CPU slot until the next event does not
- * continue it, a page it holds is about to change the other way (alloc vs
- * free), or the collector flushes the CPU (flush_runs_here, below). */
-#define RUN_FAULT 0
-#define RUN_ALLOC 1
-#define RUN_FREE 2
-#define N_RUNS 3
-
-struct run {
-    u64 ts;    /* the first event's time */
+struct hot_key {
     u64 ino;
-    u64 first;
-    u64 count; /* pages; 0: no run open */
-    u64 addr;  /* host faults: the first page's address */
     u32 pid;
     u32 tid;
-    u32 asid;
-    u16 kind;  /* EV_HOST_FAULT, EV_ALLOC or EV_FREE */
-    u16 flags; /* host faults: the error code; allocations: 1 inside KVM_RUN */
-    u32 busy;  /* a program is changing the run: a flush by IPI leaves it be */
+    u16 kind;
+    u16 flags;
     u32 pad;
 };
-BPF_PERCPU_ARRAY(runs, struct run, N_RUNS);
+BPF_PERCPU_HASH(hot_counts, struct hot_key, u64, 16384);
 
-static __always_inline void flush_run(struct run *r)
+struct block_key {
+    u64 ino;
+    u64 block; /* page index >> BLOCK_SHIFT */
+};
+
+struct block_bits {
+    u64 resident;
+    u64 faulted[2];   /* pages faulted in generation fault_gen[i], i its parity */
+    u32 fault_gen[2];
+};
+/* 262,144 blocks: 64 GiB of guest_memfd pages; allocated as used. */
+BPF_F_TABLE("hash", struct block_key, struct block_bits, page_blocks, 262144, BPF_F_NO_PREALLOC_);
+BPF_ARRAY(read_gen, u32, 1);
+
+#define MARK_FAULTED 0
+#define MARK_RESIDENT 1
+#define MARK_GONE 2
+
+/* Pages [first, first + count) of ino marked in their block; 0: not taken (the
+ * caller emits a record instead). */
+static __always_inline int mark_pages(u64 ino, u64 first, u64 count, int how)
 {
-    if (!r->count)
-        return;
-    struct gmem_event e = {
-        .ts_ns = r->ts,
-        .pid = r->pid,
-        .tid = r->tid,
-        .kind = r->kind,
-        .ino = r->ino,
-        .first = r->first,
-        .count = r->count,
-    };
-    if (r->kind == EV_HOST_FAULT) {
-        e.flags = r->flags;
-        e.arg = r->addr;
-        e.arg2 = r->asid;
+    u64 shift = first & (BLOCK_PAGES - 1);
+    if (!count || shift + count > BLOCK_PAGES)
+        return 0;
+    u64 bits = (count == BLOCK_PAGES ? ~0ULL : (1ULL << count) - 1) << shift;
+    struct block_key key = {.ino = ino, .block = first >> BLOCK_SHIFT};
+    struct block_bits *b = page_blocks.lookup(&key);
+    if (!b) {
+        struct block_bits fresh = {.fault_gen = {~0U, ~0U}};
+        page_blocks.insert(&key, &fresh); /* another CPU may have been first: fine */
+        b = page_blocks.lookup(&key);
+        if (!b)
+            return 0;
     }
-    submit_events(&e, r->count);
-    if (r->kind == EV_ALLOC && r->flags) {
-        e.kind = EV_GUEST_FAULT;
-        submit_events(&e, r->count);
+    if (how == MARK_RESIDENT) {
+        __sync_fetch_and_or(&b->resident, bits);
+    } else if (how == MARK_GONE) {
+        __sync_fetch_and_and(&b->resident, ~bits);
+    } else {
+        u32 zero = 0;
+        u32 *genp = read_gen.lookup(&zero);
+        if (!genp)
+            return 0;
+        u32 gen = *(volatile u32 *)genp, i = gen & 1;
+        if (b->fault_gen[i] != gen) { /* a new generation: its heat starts empty */
+            b->faulted[i] = 0;
+            b->fault_gen[i] = gen;
+        }
+        __sync_fetch_and_or(&b->faulted[i], bits);
     }
-    r->count = 0;
+    return 1;
 }
 
-static __always_inline struct run *run_slot(u32 slot)
-{
-    return runs.lookup(&slot);
-}
-
-static __always_inline void mark_busy(struct run *r, u32 busy)
-{
-    compiler_barrier();
-    r->busy = busy;
-    compiler_barrier();
-}
-
-/* Not attached: the collector runs it on each CPU that holds a run
- * (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU, an IPI there: no migration,
- * gmemtrace/probes/program.py), so that the CPU's runs reach the ring
- * buffer. The IPI may interrupt a hot program halfway through a run: a busy
- * run stays for the next flush. */
-int flush_runs_here(struct bpf_raw_tracepoint_args *ctx)
-{
-    for (u32 slot = 0; slot < N_RUNS; slot++) {
-        struct run *r = run_slot(slot);
-        if (r && !r->busy)
-            flush_run(r);
-    }
-    return 0;
-}
-
-/* Pages [first, first + count) of ino, by the current thread: the run grows,
- * or it is flushed and a new one starts here (the only clock read). */
-static __always_inline void add_to_run(struct run *r, u16 kind, u16 flags, u64 ino, u64 first,
-                                       u64 count, u64 addr, u32 asid)
+/* `n` events of the current thread counted; 0: not taken (the map is full). */
+static __always_inline int count_hot(u16 kind, u16 flags, u64 ino, u64 n)
 {
     u64 id = bpf_get_current_pid_tgid();
-    if (r->count && r->tid == (u32)id && r->ino == ino && r->flags == flags &&
-        r->first + r->count == first &&
-        (kind != EV_HOST_FAULT || r->addr + (r->count << PAGE_SHIFT_) == addr)) {
-        r->count += count;
-        return;
+    struct hot_key key = {.ino = ino, .pid = id >> 32, .tid = (u32)id, .kind = kind,
+                          .flags = flags};
+    u64 *count = hot_counts.lookup(&key);
+    if (count) {
+        *count += n; /* this CPU's own: no other writer */
+        return 1;
     }
-    flush_run(r);
-    r->ts = bpf_ktime_get_ns();
-    r->pid = id >> 32;
-    r->tid = (u32)id;
-    r->kind = kind;
-    r->flags = flags;
-    r->ino = ino;
-    r->first = first;
-    r->count = count;
-    r->addr = addr;
-    r->asid = asid;
+    return hot_counts.update(&key, &n) == 0;
+}
+
+/* A hot event in counting mode: its pages marked, then counted; what the maps do
+ * not take becomes a record (its pages again: marks are idempotent). */
+static __always_inline void count_event(u16 kind, u16 flags, u64 ino, u64 first, u64 count,
+                                        int how, u64 arg, u64 arg2)
+{
+    if (mark_pages(ino, first, count, how) && count_hot(kind, flags, ino, count))
+        return;
+    emit_hot(bpf_ktime_get_ns(), kind, flags, 0, ino, first, count, arg, arg2);
 }

@@ -11,7 +11,7 @@
  *    is that fault refused;
  *  - a page entering a guest_memfd while its thread is inside KVM_RUN is a
  *    guest fault (the only guest faults visible without function probes);
- *  - for the live view, consecutive hot events become runs (one record);
+ *  - for the live view and the exporter, hot events are counted in maps;
  *  - per-CPU memos of the last answers spare the hot paths their lookups.
  *
  * Defines from gmemtrace/probes/program.py: OFF_* (BTF), RINGBUF_PAGES,
@@ -223,16 +223,10 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
 #ifdef FN_HOST_FAULT
     return 0; /* served faults come from kvm_gmem_fault_user_mapping */
 #endif
-    if (streaming()) {
+    if (streaming())
         emit_hot(bpf_ktime_get_ns(), EV_HOST_FAULT, code, 0, p->ino, p->index, 1, addr, asid);
-        return 0;
-    }
-    struct run *r = run_slot(RUN_FAULT);
-    if (!r)
-        return 0;
-    mark_busy(r, 1);
-    add_to_run(r, EV_HOST_FAULT, code, p->ino, p->index, 1, addr & ~4095ULL, asid);
-    mark_busy(r, 0);
+    else
+        count_event(EV_HOST_FAULT, code, p->ino, p->index, 1, MARK_FAULTED, addr, asid);
     return 0;
 }
 
@@ -252,14 +246,6 @@ TRACEPOINT_PROBE(signal, signal_generate)
         return 0;
     struct pending_fault fault = *p;
     p->tid = 0;
-    if (!streaming()) {
-        struct run *r = run_slot(RUN_FAULT);
-        if (r) {
-            mark_busy(r, 1);
-            flush_run(r); /* the fault before its refusal */
-            mark_busy(r, 0);
-        }
-    }
     emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
     return 0;
 }
@@ -355,31 +341,6 @@ static __always_inline int gmem_folio(void *folio, struct page_id *id)
     return 1;
 }
 
-static __always_inline int run_holds(struct run *r, struct page_id *page)
-{
-    return r->count && r->ino == page->ino && page->index < r->first + r->count &&
-           r->first < page->index + page->count;
-}
-
-/* A page event into its run. A page is never in both open runs (allocated and
- * freed), so the order the two are flushed in cannot matter. */
-static __always_inline void page_event(u32 slot, u32 other, u16 kind, u16 guest,
-                                       struct page_id *page)
-{
-    struct run *r = run_slot(slot), *o = run_slot(other);
-    if (!r || !o)
-        return;
-    mark_busy(r, 1);
-    mark_busy(o, 1);
-    if (run_holds(o, page)) {
-        flush_run(r);
-        flush_run(o);
-    }
-    add_to_run(r, kind, guest, page->ino, page->index, page->count, 0, 0);
-    mark_busy(o, 0);
-    mark_busy(r, 0);
-}
-
 RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
 {
     /* TP_PROTO(struct folio *folio) */
@@ -395,7 +356,9 @@ RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
         emit_hot(ts, EV_ALLOC, 0, 0, page.ino, page.index, page.count, 0, 0);
         return 0;
     }
-    page_event(RUN_ALLOC, RUN_FREE, EV_ALLOC, guest, &page);
+    if (guest && !count_hot(EV_GUEST_FAULT, 0, page.ino, page.count))
+        emit_hot(bpf_ktime_get_ns(), EV_GUEST_FAULT, 0, 0, page.ino, page.index, page.count, 0, 0);
+    count_event(EV_ALLOC, 0, page.ino, page.index, page.count, MARK_RESIDENT, 0, 0);
     return 0;
 }
 
@@ -404,11 +367,10 @@ RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
     struct page_id page = {};
     if (!gmem_folio((void *)ctx->args[0], &page))
         return 0;
-    if (streaming()) {
+    if (streaming())
         emit_hot(bpf_ktime_get_ns(), EV_FREE, 0, 0, page.ino, page.index, page.count, 0, 0);
-        return 0;
-    }
-    page_event(RUN_FREE, RUN_ALLOC, EV_FREE, 0, &page);
+    else
+        count_event(EV_FREE, 0, page.ino, page.index, page.count, MARK_GONE, 0, 0);
     return 0;
 }
 

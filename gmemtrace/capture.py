@@ -29,13 +29,14 @@ PUMP_S = {
     # every event kept: drained 50 times a second, so the ring (64 MiB, about 0.75 s of a
     # fault storm) always has room for the time a batch takes to reach the disk
     "record": 0.02,
-    # runs coalesced in the kernel: 20 drains a second keep the maps current for a view
-    # redrawn 4 times a second (sinks/app.py) and a notebook's snapshot
-    "view": 0.05,
-    "session": 0.05,
-    # coalesced, for a scrape every few seconds: 10 drains a second are enough and cost
-    # an always-on agent half the view's wake-ups
-    "export": 0.1,
+    # counted in the kernel (hot events in maps, rare ones in the ring): 10 reads a second
+    # keep the maps current for a view redrawn 4 times a second (sinks/app.py) and a
+    # notebook's snapshot
+    "view": 0.1,
+    "session": 0.1,
+    # counted, for a scrape every few seconds: 4 reads a second are enough and cost an
+    # always-on agent fewer wake-ups than the view
+    "export": 0.25,
 }
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -145,11 +146,11 @@ class Capture:
         replay: TraceData | None = None,
         replay_speed: float = 1.0,
     ) -> None:
-        """`stream_hot`: one record per fault and page (a recording); False, runs coalesced
-        in the kernel. `ringbuf_pages`: the ring buffer's size (tracer.RINGBUF_PAGES when
-        None). `ready`: say "<ready> <targets> [to <into>]... Ctrl-C to end." on stderr once
-        attached (None: say nothing). `replay`: play this trace instead, at `replay_speed`
-        times its own pace."""
+        """`stream_hot`: one record per fault and page (a recording); False, hot events
+        counted in the kernel (probes/program.py: counting mode). `ringbuf_pages`: the ring
+        buffer's size (tracer.RINGBUF_PAGES when None). `ready`: say "<ready> <targets> [to
+        <into>]... Ctrl-C to end." on stderr once attached (None: say nothing). `replay`:
+        play this trace instead, at `replay_speed` times its own pace."""
         self.targets = targets or Targets()
         self.output, self.tier, self.stream_hot = output, tier, stream_hot
         self.capture_output, self.ringbuf_pages = capture_output, ringbuf_pages
@@ -260,8 +261,8 @@ class Capture:
 
     def drain(self) -> None:
         """What the ring buffer holds now, into the model: pumps until one finds nothing,
-        a few at most. A traced process still running keeps adding (in the view's mode each
-        pump has the CPU that runs it flush its open run): the end is now, not a chase."""
+        a few at most. A traced process still running keeps adding (in counting mode each
+        pump reads the counts it made since): the end is now, not a chase."""
         for _ in range(DRAIN_PUMPS):
             if not self.collector.pump():
                 break

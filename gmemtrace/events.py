@@ -36,6 +36,8 @@ class Kind(enum.IntEnum):
     EXEC = 18
     LOST = 19
     END = 20
+    COUNTED = 21  # hot events counted in the kernel (the live view's and exporter's mode)
+    PAGE_STATE = 22  # pages' state read from the kernel's page bits (same mode)
 
     @property
     def label(self) -> str:
@@ -144,6 +146,15 @@ class Probe:
 GUEST_FAULT_TIMED = 0x1  # kvm_gmem_get_pfn: with its result and latency
 GUEST_FAULT_BY_GPA = 0x2  # kvm:kvm_page_fault: by guest physical address
 
+
+class PageState(enum.IntEnum):
+    """What an EV_PAGE_STATE record says its pages are (bpf/gmem_event.h: PAGES_*)."""
+
+    FAULTED = 0  # faulted by the host in the read generation that just ended
+    RESIDENT = 1  # in the page cache
+    GONE = 2  # no longer in it
+
+
 CONV_TO_PRIVATE = 0x1
 CONV_BLOCKED = 0x2  # refused: arg holds the page that blocked it (error_offset)
 CONV_IFACE_ATTRIBUTES2 = 0x10
@@ -210,6 +221,8 @@ FIELDS: dict[Kind, dict[str, str]] = {
     Kind.FORK: {"child": "arg", "asid": "arg2"},
     Kind.EXEC: {"asid": "arg2"},
     Kind.LOST: {"lost_total": "count", "since_ns": "arg", "refused_total": "arg2"},
+    Kind.COUNTED: {"counted_kind": "arg"},
+    Kind.PAGE_STATE: {"state": "flags"},
 }
 COMMON = ("ts_ns", "pid", "tid", "kind", "flags", "result", "ino", "first", "count", "comm")
 

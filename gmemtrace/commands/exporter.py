@@ -1,7 +1,7 @@
 """The fleet exporter: `gmemtrace exporter [--pid PID]... [--comm NAME] [--listen ADDR:PORT]`.
 
-A long-running capture (gmemtrace/capture.py) with runs coalesced in the kernel (the
-traced VMs pay what the live view's do), drained a few times a second into the model;
+A long-running capture (gmemtrace/capture.py) with hot events counted in the kernel (the
+traced VMs pay what the live view's do), read a few times a second into the model;
 sinks/metrics.py keeps what is served from it, sinks/prometheus.py serves it at
 /metrics and sinks/otlp.py pushes it over OTLP/HTTP. /metrics answers from the start
 (gmemtrace_up 0 while the probes attach). SIGINT, SIGTERM and SIGHUP end it: probes
@@ -29,8 +29,8 @@ from gmemtrace.model.state import Model
 from gmemtrace.sinks.metrics import NS, Samples
 from gmemtrace.sinks.prometheus import DEFAULT_LISTEN, parse_listen, serve
 
-# 8 MiB of ring buffer, not the recorder's 64: runs are coalesced in the kernel, drained
-# ten times a second, and the ring is mapped twice here (resident: twice its size).
+# 8 MiB of ring buffer, not the recorder's 64: hot events are counted in the kernel, the
+# ring has the rare ones, and it is mapped twice here (resident: twice its size).
 EXPORT_RINGBUF_PAGES = 2048
 
 

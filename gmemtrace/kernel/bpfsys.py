@@ -1,5 +1,5 @@
-"""The bpf() system call, for what bcc does not wrap (running a program on a CPU) and for the
-maps of a program loaded by another process (gmemtrace/probes/loader.py): no bcc needed."""
+"""The bpf() system call, for the maps of a program loaded by another process
+(gmemtrace/probes/loader.py): no bcc needed."""
 
 from __future__ import annotations
 
@@ -8,46 +8,15 @@ import os
 import platform
 from typing import Any  # ctypes objects: addressof() takes any of them
 
-BPF_PROG_TEST_RUN = 10
-BPF_F_TEST_RUN_ON_CPU = 1 << 0
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _TestRun(ctypes.Structure):
-    """union bpf_attr, as BPF_PROG_TEST_RUN reads it (include/uapi/linux/bpf.h)."""
-
-    _fields_ = [
-        ("prog_fd", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("data_in", ctypes.c_uint64),
-        ("data_out", ctypes.c_uint64),
-        ("repeat", ctypes.c_uint32),
-        ("duration", ctypes.c_uint32),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_uint64),
-        ("ctx_out", ctypes.c_uint64),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    ]
-
-
-def run_on_cpu(prog_fd: int, cpu: int) -> None:
-    """Run a loaded raw-tracepoint program once on `cpu` (an IPI there, since Linux 5.10).
-    Raises OSError: ENXIO for an offline CPU, EINVAL where the kernel cannot."""
-    _bpf(BPF_PROG_TEST_RUN, _TestRun(prog_fd=prog_fd, flags=BPF_F_TEST_RUN_ON_CPU, cpu=cpu))
-
 
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
 BPF_ANY = 0
 
 
@@ -59,6 +28,21 @@ class _MapElem(ctypes.Structure):
         ("pad", ctypes.c_uint32),
         ("key", ctypes.c_uint64),
         ("value", ctypes.c_uint64),  # next_key for BPF_MAP_GET_NEXT_KEY
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _MapBatch(ctypes.Structure):
+    """union bpf_attr, as the BPF_MAP_*_BATCH commands read it."""
+
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
         ("flags", ctypes.c_uint64),
     ]
 
@@ -129,3 +113,20 @@ def map_next_key(fd: int, key: Any, next_key: Any) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def map_lookup_batch(
+    fd: int, token: Any | None, following: Any, keys: Any, values: Any, count: int
+) -> tuple[int, bool]:
+    """Up to `count` elements after `token` (None: from the start) into `keys` and
+    `values`, and the token to go on from into `following`: (how many, whether more
+    follow). Since Linux 5.6."""
+    attr = _MapBatch(map_fd=fd, count=count, keys=ctypes.addressof(keys))
+    attr.values = ctypes.addressof(values)
+    attr.in_batch = ctypes.addressof(token) if token is not None else 0
+    attr.out_batch = ctypes.addressof(following)
+    try:
+        _bpf(BPF_MAP_LOOKUP_BATCH, attr)
+    except FileNotFoundError:
+        return int(attr.count), False  # the last batch (ENOENT: nothing after it)
+    return int(attr.count), True

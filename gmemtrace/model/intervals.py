@@ -56,6 +56,19 @@ class IntervalMap(Generic[V]):
             end = self._starts[k + 1] if k + 1 < len(self._starts) else self.size
             yield start, end, self._values[k]
 
+    def runs_in(self, first: int, end: int) -> list[tuple[int, int, V]]:
+        """The runs that overlap [first, end), clipped to it (a bisection, not a walk)."""
+        first, end = max(first, 0), min(end, self.size)
+        if first >= end:
+            return []
+        k = bisect_right(self._starts, first) - 1
+        out = []
+        while k < len(self._starts) and self._starts[k] < end:
+            run_end = self._starts[k + 1] if k + 1 < len(self._starts) else self.size
+            out.append((max(first, self._starts[k]), min(end, run_end), self._values[k]))
+            k += 1
+        return out
+
     def count(self, value: V) -> int:
         """How many pages hold `value`."""
         return sum(end - first for first, end, v in self.runs() if v == value)

@@ -1,8 +1,9 @@
 """The model: per-inode shareability, residency and fault recency maps, counters, logs.
 
 It consumes event batches, whichever tier or file produced them. Hot kinds
-(faults, page events) are counted with numpy and applied as runs of
-consecutive pages; only the rare kinds are walked one by one.
+(faults, page events, or their counts and page states where the kernel kept
+them in maps) are counted with numpy and applied as runs of consecutive pages;
+only the rare kinds are walked one by one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gmemtrace.events import (
     Counts,
     Interface,
     Kind,
+    PageState,
     column,
     new_counts,
 )
@@ -77,8 +79,17 @@ _BULK: dict[int, tuple[Counter, bool]] = {
     Kind.ALLOC: (Counter.PAGES_ALLOCATED, True),
     Kind.FREE: (Counter.PAGES_FREED, True),
 }
-# Hot kinds, whose record may stand for several events (a run, or a large folio).
-_PAGE_WEIGHTED = tuple(kind for kind, (_, weighted) in _BULK.items() if weighted)
+# Hot kinds, whose record may stand for several events (a large folio, or counts the
+# kernel kept: COUNTED).
+_PAGE_WEIGHTED = (*(kind for kind, (_, weighted) in _BULK.items() if weighted), Kind.COUNTED)
+# The collector's own records: no process did them.
+_COLLECTOR_OWN = (Kind.LOST, Kind.END, Kind.PAGE_STATE)
+# A page state read from the kernel, as the hot kind that would have made it.
+_STATE_AS = {
+    PageState.FAULTED: Kind.HOST_FAULT,
+    PageState.RESIDENT: Kind.ALLOC,
+    PageState.GONE: Kind.FREE,
+}
 # Kinds whose latency (ns) the event carries, in which field, and the flag that says
 # it does (0: always).
 _LATENCY_FIELD = {
@@ -174,9 +185,8 @@ class InodeState:
     def infer(self, first: int, end: int, state: Share, provenance: Provenance) -> None:
         """A fault's outcome says what pages nothing else described must be."""
         self.grow(end)
-        for run_first, run_end, (known, _) in list(self.shareability.runs()):
-            lo, hi = max(first, run_first), min(end, run_end)
-            if lo < hi and known is Share.UNKNOWN:
+        for lo, hi, (known, _) in self.shareability.runs_in(first, end):
+            if known is Share.UNKNOWN:
                 self.shareability.assign(lo, hi, (state, provenance))
 
 
@@ -347,7 +357,7 @@ class Model:
         if events.size == 0:
             return
         kinds = events["kind"]
-        traced = (kinds != Kind.LOST) & (kinds != Kind.END)  # not the collector's own records
+        traced = ~np.isin(kinds, _COLLECTOR_OWN)
         if traced.any():
             times = events["ts_ns"][traced]
             self.first_ns = int(times.min()) if self.first_ns is None else self.first_ns
@@ -359,16 +369,26 @@ class Model:
         # bindings and conversions that say which guest_memfd page each one is.
         by_gpa = (kinds == Kind.GUEST_FAULT) & ((events["flags"] & GUEST_FAULT_BY_GPA) != 0)
         hot = np.isin(kinds, _PAGE_WEIGHTED) & ~by_gpa
+        states = kinds == Kind.PAGE_STATE
         pages = events["count"][hot]
-        self.events_applied += int(events.size) + int(pages.sum()) - int(pages.size)
-        rare = events[~hot]
+        self.events_applied += int((~states).sum()) + int(pages.sum()) - int(pages.size)
+        rare = events[~hot & ~states]
         for ev in rare:
             self._apply_rare(ev)
-        self._apply_faults(events, kinds == Kind.HOST_FAULT)
-        self._apply_pages(events, (kinds == Kind.ALLOC) | (kinds == Kind.FREE))
-        if by_gpa.any():
-            events, kinds = events[~by_gpa], kinds[~by_gpa]
-        self._count(events, kinds)
+        paged = events
+        if states.any():  # page states act on the maps as the hot kinds that make them
+            paged = events.copy()
+            paged["kind"][states] = [_STATE_AS[PageState(f)] for f in events["flags"][states]]
+            paged["flags"][states] = 0
+        paged_kinds = paged["kind"]
+        self._apply_faults(paged, paged_kinds == Kind.HOST_FAULT)
+        self._apply_pages(paged, (paged_kinds == Kind.ALLOC) | (paged_kinds == Kind.FREE))
+        # What is counted: the counts the kernel kept, as the kinds they count.
+        counted = np.where(
+            kinds == Kind.COUNTED, events[column(Kind.COUNTED, "counted_kind")], kinds
+        )
+        keep = ~by_gpa & ~states
+        self._count(events[keep], counted[keep])
         self._name(rare)  # hot events carry no comm (bpf/gmem_common.h)
         self._latencies(events)
 

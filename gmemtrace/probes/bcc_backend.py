@@ -201,7 +201,6 @@ def handover(
     defines: Mapping[str, str | int],
     headers: Headers,
     maps: tuple[str, ...],
-    functions: Mapping[str, int],
 ) -> tuple[dict[str, Any], list[int]]:
     """Compile, load and attach, for another process to hold (gmemtrace/probes/loader.py):
     (metadata naming each descriptor by its index, the descriptors). The attachments are
@@ -209,15 +208,12 @@ def handover(
     program = compile_program(sources, defines, headers)
     lib = import_bcc().lib
     fds: list[int] = []
-    meta: dict[str, Any] = {"maps": {}, "functions": {}, "attachments": []}
+    meta: dict[str, Any] = {"maps": {}, "attachments": []}
     for name in maps:
         key = lib.bpf_table_key_desc(program.module, name.encode()).decode()
         leaf = lib.bpf_table_leaf_desc(program.module, name.encode()).decode()
         meta["maps"][name] = {"fd": len(fds), "key": key, "leaf": leaf}
         fds.append(program[name.encode()].map_fd)
-    for name, prog_type in functions.items():
-        meta["functions"][name] = len(fds)
-        fds.append(program.load_func(name.encode(), prog_type).fd)
     for entry in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{entry}")

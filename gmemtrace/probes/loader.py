@@ -3,8 +3,8 @@
 bcc and the LLVM inside it cost a process about 150 MB resident once a program is
 compiled, and keep it for the process's life. The child (`python -m
 gmemtrace.probes.loader_child`) checks the requirements, plans the probes, compiles, loads and
-attaches, then hands over the descriptors that matter (the maps, the functions run on
-demand, the attachments) through a Unix socket (SCM_RIGHTS) and exits without detaching.
+attaches, then hands over the descriptors that matter (the maps and the attachments)
+through a Unix socket (SCM_RIGHTS) and exits without detaching.
 The tracer keeps them in a HeldProgram (gmemtrace/probes/maps.py): its probes stay
 attached exactly as long as it lives. Attachments are perf events and BPF links, both
 released by the kernel when their last descriptor closes (kprobes through the kprobe PMU,

@@ -14,7 +14,7 @@ from gmemtrace.errors import GmemtraceError
 from gmemtrace.probes import plan as probe_plan
 from gmemtrace.probes.bcc_backend import handover
 from gmemtrace.probes.loader import MAX_MESSAGE
-from gmemtrace.probes.program import FUNCTIONS_RUN, MAPS, SOURCES, program_defines
+from gmemtrace.probes.program import MAPS, SOURCES, program_defines
 
 
 def _serve(sock: socket.socket) -> None:
@@ -29,7 +29,7 @@ def _serve(sock: socket.socket) -> None:
             setup.tracefs,
             probe_plan.fentry_functions(setup.plan),
         )
-        meta, fds = handover(SOURCES, defines, setup.headers, MAPS, FUNCTIONS_RUN)
+        meta, fds = handover(SOURCES, defines, setup.headers, MAPS)
     except GmemtraceError as err:
         sock.send(json.dumps({"error": str(err), "exit_code": err.exit_code}).encode())
         return

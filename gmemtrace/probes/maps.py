@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from gmemtrace.kernel import bpfsys
 
 BPF_MAP_TYPE_PERCPU_HASH = 5
@@ -118,6 +120,30 @@ class Map:
             yield following
             key, following = following, self.Key()
 
+    def read_all(self, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Every element at once, in batches of `chunk` (BPF_MAP_LOOKUP_BATCH): (keys,
+        values) as numpy arrays of the map's types; a per-CPU map's values one row per
+        element, one column per possible CPU."""
+        key_size, value_size = ctypes.sizeof(self.Key), self._stride * self._values
+        if self.per_cpu and ctypes.sizeof(self.Leaf) != self._stride:
+            raise ValueError("per-CPU values not a multiple of 8 bytes are not read in batches")
+        keys, values = bytearray(), bytearray()
+        token, following = None, ctypes.create_string_buffer(8)
+        while True:
+            kbuf = ctypes.create_string_buffer(key_size * chunk)
+            vbuf = ctypes.create_string_buffer(value_size * chunk)
+            n, more = bpfsys.map_lookup_batch(self.map_fd, token, following, kbuf, vbuf, chunk)
+            keys += kbuf.raw[: n * key_size]
+            values += vbuf.raw[: n * value_size]
+            if not more:
+                break
+            token = ctypes.create_string_buffer(following.raw, 8)
+        key_array = np.frombuffer(bytes(keys), dtype=np.dtype(self.Key))
+        value_array = np.frombuffer(bytes(values), dtype=np.dtype(self.Leaf))
+        if self.per_cpu:
+            value_array = value_array.reshape(-1, self._values)
+        return key_array, value_array
+
     def items(self) -> Iterator[tuple[Any, Any]]:
         for key in list(self.keys()):
             try:
@@ -127,17 +153,11 @@ class Map:
 
 
 @dataclass
-class LoadedFunction:
-    fd: int
-
-
-@dataclass
 class HeldProgram:
-    """A loaded, attached program held by descriptors: maps by name, functions loaded for
-    running on demand, and the attachments (perf events, links) that keep it attached."""
+    """A loaded, attached program held by descriptors: maps by name, and the attachments
+    (perf events, links) that keep it attached."""
 
     maps: dict[str, Map]
-    functions: dict[str, int]
     attachments: list[int]
     _fds: list[int] = field(default_factory=list)
 
@@ -149,20 +169,15 @@ class HeldProgram:
                 name: Map(fds[m["fd"]], json.loads(m["key"]), json.loads(m["leaf"]), ncpus)
                 for name, m in meta["maps"].items()
             }
-            functions = {name: fds[i] for name, i in meta["functions"].items()}
             attachments = [fds[i] for i in meta["attachments"]]
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
-        return cls(maps, functions, attachments, list(fds))
+        return cls(maps, attachments, list(fds))
 
     def __getitem__(self, name: bytes) -> Map:
         return self.maps[name.decode()]
-
-    def load_func(self, name: bytes, prog_type: int) -> LoadedFunction:
-        """A function the loader loaded (bcc's load_func, done in the loader)."""
-        return LoadedFunction(self.functions[name.decode()])
 
     def cleanup(self) -> None:
         """Detach everything: close every descriptor (the attachments first)."""

@@ -4,18 +4,15 @@ batches."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gmemtrace.events import DISCOVERED, EVENT_DTYPE, Kind, make_events
+from gmemtrace.events import DISCOVERED, EVENT_DTYPE, Kind, PageState, make_events
 from gmemtrace.kernel import kvm
-from gmemtrace.kernel.bpfsys import run_on_cpu
 from gmemtrace.kernel.btf import Btf
 from gmemtrace.kernel.offsets import offset_defines
 from gmemtrace.kernel.procfs import (
@@ -33,11 +30,12 @@ from gmemtrace.probes.vmas import blocks
 SOURCES = ("gmem_common.h", "gmem_shared.c", "gmem_tracepoints.c", "gmem_functions.c")
 # What the tracer uses of the loaded program: these maps, and the functions it runs on
 # demand (the loader child hands over exactly these: gmemtrace/probes/loader.py).
-MAPS = ("events", "config", "targets", "gmem_inodes", "gmem_vmas", "runs", "lost")
-N_RUNS = 3  # bpf/gmem_tracepoints.c: RUN_FAULT, RUN_ALLOC, RUN_FREE
-BPF_PROG_TYPE_RAW_TRACEPOINT = 17
-FUNCTIONS_RUN = {"flush_runs_here": BPF_PROG_TYPE_RAW_TRACEPOINT}
+MAPS = (
+    *("events", "config", "targets", "gmem_inodes", "gmem_vmas", "lost"),
+    *("hot_counts", "page_blocks", "read_gen"),
+)
 POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
+BLOCK_SHIFT = 6  # bpf/gmem_shared.c: pages per page_blocks entry, as a shift
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
 
 IOCTLS = {
@@ -91,9 +89,9 @@ class ProbeProgram:
     list nobody until add_targets() (a --comm that matches nothing yet).
 
     stream_hot: one record per fault and page event (what a recording keeps); False,
-    the kernel coalesces consecutive ones into runs, each one record with a page count,
-    and every poll() has the CPUs holding a run flush it (the live view). A kernel
-    that cannot run a program on a chosen CPU (before 5.10) gets one record per event.
+    counting mode (the live view, the exporter): the kernel counts hot events and keeps
+    page bits in maps (bpf/gmem_shared.c), and every poll() reads them into COUNTED and
+    PAGE_STATE records, whatever order the faults came in.
 
     The program is loaded and attached by the loader child (probes/loader.py): this
     process holds its descriptors (a HeldProgram), never bcc."""
@@ -101,24 +99,12 @@ class ProbeProgram:
     def __init__(
         self, program: Any, pids: list[int] | None, stream_hot: bool, ringbuf_pages: int
     ) -> None:
-        self._start(program, pids, stream_hot, ringbuf_pages)
-
-    def _start(
-        self, program: Any, pids: list[int] | None, stream_hot: bool, ringbuf_pages: int
-    ) -> None:
         self.bpf: Any = program  # a HeldProgram (a bcc.BPF has the same table interface)
         try:
-            self._cpus = possible_cpus()
-            self._flush_fd = -1
-            if not stream_hot:
-                self._flush_fd = self.bpf.load_func(
-                    b"flush_runs_here", BPF_PROG_TYPE_RAW_TRACEPOINT
-                ).fd
-                try:
-                    run_on_cpu(self._flush_fd, os.sched_getaffinity(0).pop())
-                except OSError:
-                    stream_hot = True
-            self.coalesced = not stream_hot
+            self.counting = not stream_hot
+            self._counted: dict[tuple[int, ...], int] = {}  # hot_counts' sums read so far
+            self._block_keys = np.empty(0, dtype="S16")  # page_blocks' keys, sorted
+            self._resident = np.empty(0, dtype=np.uint64)  # and their resident bits
             table = self.bpf[b"config"]
             conf = table[ctypes.c_int(0)]
             conf.trace_all = 1 if pids is None else 0  # []: nobody yet (add_targets)
@@ -190,31 +176,65 @@ class ProbeProgram:
         return make_events(*rows)
 
     def poll(self) -> np.ndarray:
-        """Every event since the last poll, with the mapping bookkeeping applied."""
+        """Every event since the last poll, with the mapping bookkeeping applied (counting
+        mode: then the counts and page states the kernel kept, read after the ring, so that
+        every refusal drained has its fault counted)."""
         batch = self.ring.drain()
-        if self.coalesced:
-            # The open runs, into the room just made; they reach the ring buffer when
-            # they end, stamped with their start.
-            self.flush_runs()
-            batch = np.concatenate([batch, self.ring.drain()])
-            batch = batch[np.argsort(batch["ts_ns"], kind="stable")]
+        if self.counting:
+            batch = np.concatenate([batch, self._read_counted()])
         if self._discovered.size:
             batch = np.concatenate([self._discovered, batch])
             self._discovered = self._discovered[:0]
         return batch
 
-    def flush_runs(self) -> None:
-        """Have every CPU holding an open run put it in the ring buffer. A per-CPU slot is
-        only safe to empty on its own CPU: the flush program runs there, by IPI."""
-        table = self.bpf[b"runs"]
-        busy = set()
-        for slot in range(N_RUNS):
-            for cpu, run in zip(self._cpus, table[ctypes.c_int(slot)], strict=False):
-                if run.count:
-                    busy.add(cpu)
-        for cpu in sorted(busy):
-            with contextlib.suppress(OSError):  # went offline: its runs wait for it
-                run_on_cpu(self._flush_fd, cpu)
+    def _read_counted(self) -> np.ndarray:
+        """COUNTED records for what hot_counts gained since the last read, PAGE_STATE
+        records for the pages whose residency changed and for those the host faulted in
+        the read generation that ends here."""
+        now = time.monotonic_ns()
+        gen_table = self.bpf[b"read_gen"]
+        gen = int(gen_table[ctypes.c_int(0)])
+        gen_table[ctypes.c_int(0)] = ctypes.c_uint32((gen + 1) & 0xFFFFFFFF)
+        rows: list[dict[str, int]] = []
+        keys, values = self.bpf[b"hot_counts"].read_all()
+        for key, total in zip(keys.tolist(), values.sum(axis=1).tolist(), strict=True):
+            ino, pid, tid, kind, flags, _pad = key
+            before = self._counted.get(key[:5], 0)
+            if total > before:
+                self._counted[key[:5]] = total
+                rows.append(
+                    {"kind": Kind.COUNTED, "ts_ns": now, "pid": pid, "tid": tid, "ino": ino}
+                    | {"flags": flags, "count": total - before, "counted_kind": kind}
+                )
+        counted = make_events(*rows)
+        return np.concatenate([counted, self._page_states(now, gen)])
+
+    def _page_states(self, now: int, gen: int) -> np.ndarray:
+        keys, bits = self.bpf[b"page_blocks"].read_all()
+        if keys.size == 0:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        # Sorted by (inode, block): big-endian bytes order as the numbers do.
+        joined = np.empty(keys.size, dtype=[("ino", ">u8"), ("block", ">u8")])
+        joined["ino"], joined["block"] = keys["ino"], keys["block"]
+        order = np.argsort(joined.view("S16"), kind="stable")
+        keys, bits, joined = keys[order], bits[order], joined.view("S16")[order]
+        resident = bits["resident"].astype(np.uint64)
+        before = np.zeros(keys.size, dtype=np.uint64)  # blocks are never removed: a superset
+        if self._block_keys.size:
+            at = np.searchsorted(joined, self._block_keys)
+            before[at] = self._resident
+        self._block_keys, self._resident = joined, resident
+        parity = gen & 1
+        fresh = bits["fault_gen"][:, parity] == (gen & 0xFFFFFFFF)
+        faulted = np.where(fresh, bits["faulted"][:, parity], 0).astype(np.uint64)
+        changed = resident ^ before
+        return np.concatenate(
+            [
+                _state_records(now, keys, changed & resident, PageState.RESIDENT),
+                _state_records(now, keys, changed & ~resident, PageState.GONE),
+                _state_records(now, keys, faulted, PageState.FAULTED),
+            ]
+        )
 
     def lost(self) -> int:
         """Events the kernel could not put in the ring buffer, since attach."""
@@ -229,3 +249,26 @@ class ProbeProgram:
     def close(self) -> None:
         self.ring.close()
         self.bpf.cleanup()
+
+
+def _state_records(now: int, keys: np.ndarray, bits: np.ndarray, state: PageState) -> np.ndarray:
+    """PAGE_STATE records for the set bits of each block (64 pages from block << 6), one per
+    run of consecutive pages of an inode."""
+    chosen = bits != 0
+    if not chosen.any():
+        return np.empty(0, dtype=EVENT_DTYPE)
+    ino = keys["ino"][chosen].astype(np.uint64)
+    flat = np.unpackbits(
+        bits[chosen].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
+    ).astype(bool)
+    block_of, slot = np.nonzero(flat)
+    pages = (keys["block"][chosen].astype(np.uint64)[block_of] << np.uint64(BLOCK_SHIFT)) + slot
+    inos = ino[block_of]
+    starts = np.ones(pages.size, dtype=bool)
+    starts[1:] = (inos[1:] != inos[:-1]) | (pages[1:] != pages[:-1] + np.uint64(1))
+    first = np.flatnonzero(starts)
+    ends = np.append(first[1:], pages.size)
+    out = np.zeros(first.size, dtype=EVENT_DTYPE)
+    out["kind"], out["flags"], out["ts_ns"] = Kind.PAGE_STATE, state, now
+    out["ino"], out["first"], out["count"] = inos[first], pages[first], ends - first
+    return out

@@ -1,5 +1,5 @@
 """Every event accounted for: while the ring buffer has room, nothing is lost, at the
-rates of a fault storm on both vCPUs, recording or coalescing runs (flushed by IPI);
+rates of a fault storm on both vCPUs, recording or counting in the kernel;
 a consumer that stalls loses events, counted as "ring full".
 
 The ring is the tools' (64 MiB): the producer laps it after a few seconds of storm, and
@@ -43,7 +43,7 @@ def storm(pattern: str, truth: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("stream_hot", [True, False], ids=["record", "runs"])
+@pytest.mark.parametrize("stream_hot", [True, False], ids=["record", "counting"])
 def test_nothing_is_lost_while_the_ring_has_room(tmp_path: Path, stream_hot: bool) -> None:
     source = load(ringbuf_pages=ROOMY_RING).source([], stream_hot)
     truths = {p: tmp_path / f"{p}.json" for p in ("random", "sequential")}

@@ -32,6 +32,19 @@ def test_assignments_match_a_naive_model(assignments: list[tuple[int, int, str]]
         assert m.count(value) == naive.count(value)
 
 
+@given(ops, st.integers(-4, SIZE + 4), st.integers(-4, SIZE + 4))
+@settings(max_examples=300)
+def test_runs_in_a_range_are_the_runs_clipped_to_it(
+    assignments: list[tuple[int, int, str]], first: int, end: int
+) -> None:
+    m = IntervalMap(SIZE, "u")
+    for a, b, value in assignments:
+        m.assign(a, b, value)
+    lo, hi = max(first, 0), min(end, SIZE)
+    clipped = [(max(a, lo), min(b, hi), v) for a, b, v in m.runs() if a < hi and b > lo < hi]
+    assert m.runs_in(first, end) == clipped
+
+
 @given(ops, st.integers(0, SIZE * 2))
 def test_resize_keeps_pages_and_fills_new_ones(
     assignments: list[tuple[int, int, str]], new_size: int
