@@ -1,12 +1,14 @@
 """`make bench`: gmemtrace's overhead and throughput, side by side with the alternatives.
 
-Each configuration traces the same fault-storm: the workload maps its
-guest_memfd and waits (SIGUSR1); the tracer attaches to its pid; the storm
-runs; the workload measures its own fault rate. The tracer's CPU time and peak
-RSS come from wait4(). Repetitions interleave the configurations, so drift in
-the machine spreads over all of them. Then the decoder alone (a recorded byte
-stream, no kernel), the model at scale, and where the kernel-side time goes
-(benchmarks/profile.py: each BPF program's time per event).
+Each configuration traces the same fault-storm, touching its pages in order and in
+a random order (a fixed permutation: no two consecutive faults on neighbouring
+pages): the workload maps its guest_memfd and waits (SIGUSR1); the tracer
+attaches to its pid; the storm runs; the workload measures its own fault rate.
+The tracer's CPU time and peak RSS come from wait4(). Repetitions interleave the
+configurations and the orders, so drift in the machine spreads over all of them;
+each ratio is to the untraced run of the same repetition and order. Then the
+decoder alone (a recorded byte stream, no kernel), the model at scale, and where
+the kernel-side time goes (benchmarks/profile.py: each BPF program's time per event).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Config:
     bpf_programs: int = 1  # programs to wait for before releasing the storm (0: perf)
     ready_text: str = ""  # or what the tracer prints once it is attached
     count: Callable[[str, Path], tuple[int | None, int | None]] = lambda out, d: (None, None)
-    runs: list[Run] = field(default_factory=list)
+    runs: dict[str, list[Run]] = field(default_factory=dict)  # by storm order
     absent: str = ""
     # Read what the tracer holds before it is stopped (the exporter's /metrics): out, dir
     before_stop: Callable[[str, Path], None] = lambda out, d: None
@@ -73,7 +75,7 @@ def _bpf_program_count() -> int:
 
 
 def _gmemtrace_live_counts(out: str, _: Path) -> tuple[int | None, int | None]:
-    """The view's records are runs: count the faults and page events they stand for."""
+    """The view counts in the kernel: the faults and page events its totals stand for."""
     last = json.loads(out.strip().splitlines()[-1])
     hot = ("host_faults", "host_faults_refused", "guest_faults", "pages_allocated", "pages_freed")
     events = sum(inode["totals"][name] for inode in last["inodes"] for name in hot)
@@ -253,8 +255,11 @@ def configurations() -> list[Config]:
     return configs
 
 
-def measure(config: Config, pages: int, rounds: int) -> Run:
-    """One fault-storm under `config`'s tracer."""
+PATTERNS = ("sequential", "random")
+
+
+def measure(config: Config, pages: int, rounds: int, pattern: str = "sequential") -> Run:
+    """One fault-storm, its pages touched in `pattern` order, under `config`'s tracer."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         truth = scratch / "truth.json"
@@ -267,6 +272,8 @@ def measure(config: Config, pages: int, rounds: int) -> Run:
                 str(pages),
                 "--rounds",
                 str(rounds),
+                "--pattern",
+                pattern,
                 "--wait-signal",
                 "--quiet",
                 "-o",
@@ -326,17 +333,17 @@ def _fmt(values: list[float | None], spec: str) -> str:
     return format(statistics.median(real), spec) if real else "-"
 
 
-def paired_ratios(config: Config, untraced: Config) -> list[float]:
-    """Each repetition's rate over the untraced rate of the same repetition: the machine's
-    drift between repetitions cancels out."""
-    return [
-        r.faults_per_s / u.faults_per_s for r, u in zip(config.runs, untraced.runs, strict=False)
-    ]
+def paired_ratios(config: Config, untraced: Config, pattern: str) -> list[float]:
+    """Each repetition's rate over the untraced rate of the same repetition and order: the
+    machine's drift between repetitions cancels out."""
+    pairs = zip(config.runs.get(pattern, []), untraced.runs.get(pattern, []), strict=False)
+    return [r.faults_per_s / u.faults_per_s for r, u in pairs]
 
 
-def table(configs: list[Config], machine: str) -> Table:
+def table(configs: list[Config], machine: str, pattern: str) -> Table:
     out = Table(
-        title=f"fault-storm under each tracer on {machine} (medians; ratio: to the untraced "
+        title=f"fault-storm ({pattern} order) under each tracer on {machine} (medians; "
+        "ratio: to the untraced "
         "run of the same repetition; CPU s, RSS MB: the tracer process, peak with the children "
         "it waited for (the loader); steady RSS MB: its own at the end of the storm)",
         title_justify="left",
@@ -359,19 +366,20 @@ def table(configs: list[Config], machine: str) -> Table:
         if c.absent:
             out.add_row(c.name, *["-"] * (len(columns) - 2), f"absent: {c.absent}")
             continue
-        rates = [r.faults_per_s for r in c.runs]
-        ratios = paired_ratios(c, configs[0])
+        runs = c.runs[pattern]
+        rates = [r.faults_per_s for r in runs]
+        ratios = paired_ratios(c, configs[0], pattern)
         out.add_row(
             c.name,
             f"{statistics.median(rates):,.0f}",
             f"{min(rates):,.0f} .. {max(rates):,.0f}",
             f"{statistics.median(ratios):.3f}",
             f"{min(ratios):.2f} .. {max(ratios):.2f}",
-            _fmt([r.events for r in c.runs], ",.0f"),
-            _fmt([r.lost for r in c.runs], ",.0f"),
-            _fmt([r.cpu_s for r in c.runs], ".2f"),
-            _fmt([r.rss_mb for r in c.runs], ".0f"),
-            _fmt([r.steady_rss_mb for r in c.runs], ".0f"),
+            _fmt([r.events for r in runs], ",.0f"),
+            _fmt([r.lost for r in runs], ",.0f"),
+            _fmt([r.cpu_s for r in runs], ".2f"),
+            _fmt([r.rss_mb for r in runs], ".0f"),
+            _fmt([r.steady_rss_mb for r in runs], ".0f"),
         )
     return out
 
@@ -385,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=16384, help="pages per round (64 MiB)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=7, help="repetitions per configuration")
+    parser.add_argument(
+        "--pattern", choices=PATTERNS, action="append", help="storm orders (default both)"
+    )
     parser.add_argument("--decoder-events", type=int, default=4_000_000)
     parser.add_argument("--only", nargs="*", help="configurations to run (default all)")
     parser.add_argument("--quick", action="store_true", help="small scale cases (for tests)")
@@ -396,12 +407,16 @@ def main(argv: list[str] | None = None) -> int:
     configs = [
         c for c in configurations() if c.name == "untraced" or not args.only or c.name in args.only
     ]
+    patterns = args.pattern or list(PATTERNS)
     for rep in range(args.repeat):
-        for config in configs:
-            if not config.absent:
-                config.runs.append(measure(config, args.pages, args.rounds))
+        for pattern in patterns:
+            for config in configs:
+                if not config.absent:
+                    run = measure(config, args.pages, args.rounds, pattern)
+                    config.runs.setdefault(pattern, []).append(run)
         console.print(f"repetition {rep + 1}/{args.repeat} done", style="dim")
-    console.print(table(configs, machine))
+    for pattern in patterns:
+        console.print(table(configs, machine, pattern))
 
     decoded = decoder.measure(args.decoder_events)
     console.print(decoder.table(decoded))
@@ -413,12 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "machine": machine,
         "workload": f"fault-storm {args.pages} pages x {args.rounds} rounds",
+        "patterns": patterns,
         "configurations": [
             {
                 "name": c.name,
                 "absent": c.absent,
-                "runs": [r.__dict__ for r in c.runs],
-                "paired_ratios": paired_ratios(c, configs[0]) if c.runs else [],
+                "runs": {p: [r.__dict__ for r in runs] for p, runs in c.runs.items()},
+                "paired_ratios": {p: paired_ratios(c, configs[0], p) for p in c.runs},
             }
             for c in configs
         ],

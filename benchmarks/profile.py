@@ -2,8 +2,8 @@
 
 The kernel times every BPF program run while kernel.bpf_stats_enabled is 1
 (`bpftool prog show` then lists run_cnt and run_time_ns). This traces the
-fault-storm in both modes, one record per event (a recording) and runs (the
-live view), touching pages in order and at random (no runs to make), and
+fault-storm in both modes, one record per event (a recording) and counted in the
+kernel (the live view, the exporter), touching pages in order and at random, and
 reports each hot program's nanoseconds per run and the BPF time per host
 fault. The timing itself costs two clock reads per run: the same measurement
 of a program that does nothing is given as the floor.
@@ -112,7 +112,7 @@ def measure(pages: int = 16384, rounds: int = 8) -> dict[str, Any]:
 
     result: dict[str, Any] = {"floor": _storm(pages, rounds, noop)}
     for pattern in ("sequential", "random"):
-        for mode, stream_hot in (("record", True), ("live view (runs)", False)):
+        for mode, stream_hot in (("record", True), ("counting (view, exporter)", False)):
             result[f"{mode}, {pattern}"] = _storm(
                 pages, rounds, lambda pid, hot=stream_hot: tracer.load().source([pid], hot), pattern
             )
