@@ -96,7 +96,7 @@ def show(options: Options, replay: TraceData | None = None, note: str = "") -> i
     capture = Capture(
         options.targets,
         output=options.output,
-        # Runs coalesced in the kernel, unless the view also records every event (-o).
+        # Counted in the kernel, unless the view also records every event (-o).
         stream_hot=options.output is not None,
         capture_output=not headless,
         stop=StopRule(options.duration_s),

@@ -74,7 +74,7 @@ class Refused(enum.StrEnum):
 # refused fault is also a host fault event, taken then refused: host_faults
 # counts the successful ones).
 _BULK: dict[int, tuple[Counter, bool]] = {
-    Kind.HOST_FAULT: (Counter.HOST_FAULTS, True),  # a run of faults on consecutive pages
+    Kind.HOST_FAULT: (Counter.HOST_FAULTS, True),
     Kind.GUEST_FAULT: (Counter.GUEST_FAULTS, True),
     Kind.ALLOC: (Counter.PAGES_ALLOCATED, True),
     Kind.FREE: (Counter.PAGES_FREED, True),
@@ -275,7 +275,7 @@ class Model:
     lost_refused: int = 0  # of those, refused while the ring buffer had room
     # (from ns, to ns, events lost): the windows whose counts are low
     lost_windows: list[tuple[int, int, int]] = field(default_factory=list)
-    events_applied: int = 0  # faults and page events count their pages (a run counts as many)
+    events_applied: int = 0  # faults and page events count their pages (COUNTED: its count)
     first_ns: int | None = None
     last_ns: int | None = None
     stopped_ns: int | None = None  # when the capture stopped cleanly (its END record)

@@ -28,8 +28,8 @@ from gmemtrace.probes.ringbuf import RingReader
 from gmemtrace.probes.vmas import blocks
 
 SOURCES = ("gmem_common.h", "gmem_shared.c", "gmem_tracepoints.c", "gmem_functions.c")
-# What the tracer uses of the loaded program: these maps, and the functions it runs on
-# demand (the loader child hands over exactly these: gmemtrace/probes/loader.py).
+# What the tracer uses of the loaded program: these maps (the loader child hands over
+# exactly these: gmemtrace/probes/loader.py).
 MAPS = (
     *("events", "config", "targets", "gmem_inodes", "gmem_vmas", "lost"),
     *("hot_counts", "page_blocks", "read_gen"),
