@@ -10,7 +10,7 @@ enum gmem_event_kind {
     EV_BIND = 2,               /* first, count: the pages bound; arg = gpa, arg2 = slot */
     EV_HOST_FAULT = 3,         /* count > 1: a run of consecutive pages; flags = error_code,
                                   arg = address (a run's first page's), arg2 = asid */
-    EV_HOST_FAULT_REFUSED = 4, /* SIGBUS: arg = address */
+    EV_HOST_FAULT_REFUSED = 4, /* SIGBUS: arg = address; flags = access (ACCESS_*) */
     EV_GUEST_FAULT = 5,        /* flags GUEST_FAULT_*: TIMED (kvm_gmem_get_pfn, with result;
                                   arg = gpa, arg2 = latency_ns), BY_GPA (kvm_page_fault; ino 0,
                                   first = the gfn, arg = gpa, arg2 = error_code), neither (a page
@@ -50,6 +50,10 @@ enum gmem_event_kind {
 #define PAGES_FAULTED 0  /* faulted by the host in the read generation that ended */
 #define PAGES_RESIDENT 1 /* in the page cache */
 #define PAGES_GONE 2     /* no longer in it */
+
+/* EV_HOST_FAULT_REFUSED flags: the access refused, where the probe tells. */
+#define ACCESS_KNOWN 0x1
+#define ACCESS_WRITE 0x2
 
 /* EV_CONVERT flags: direction and interface. */
 #define CONV_TO_PRIVATE 0x1

@@ -44,6 +44,7 @@ BPF_HASH(fn_calls, u64, struct fn_call, 16384);
 #define FNID_BLOCKED 8 /* not a function: the page that blocked this thread's request */
 
 #define VM_FAULT_SIGBUS_ 0x2
+#define FAULT_FLAG_WRITE_ 0x1 /* enum fault_flag: vm_fault.flags */
 #define VM_FAULT_RETRY_ 0x400
 #define KVM_MEMORY_ATTRIBUTE_PRIVATE_FN (1ULL << 3)
 #define GUEST_MEMFD_FLAG_INIT_SHARED_ (1ULL << 1)
@@ -354,8 +355,12 @@ static __always_inline int fault_answered(u64 vmf, long ret)
         count_event(EV_HOST_FAULT, 0, id.ino, index, 1, MARK_FAULTED, addr, asid);
 #endif
 #ifdef FN_HOST_FAULT_REFUSED
-    if (answer & VM_FAULT_SIGBUS_)
-        emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, id.ino, index, 1, addr, 0);
+    if (answer & VM_FAULT_SIGBUS_) {
+        u32 fault_flags = 0; /* the access: read only for a refusal */
+        bpf_probe_read_kernel(&fault_flags, sizeof(fault_flags), (void *)vmf + OFF_VMF_FLAGS);
+        u16 access = ACCESS_KNOWN | ((fault_flags & FAULT_FLAG_WRITE_) ? ACCESS_WRITE : 0);
+        emit(EV_HOST_FAULT_REFUSED, access, -14 /* EFAULT */, id.ino, index, 1, addr, 0);
+    }
 #endif
     return 0;
 }

@@ -23,6 +23,7 @@
  * source. */
 
 #define SIGBUS_ 7
+#define X86_PF_WRITE_ 0x2 /* the page fault error code's write bit */
 #define BUS_ADRERR_ 2
 #define KVM_MEM_GUEST_MEMFD_ (1 << 2)
 #define KVM_MEMORY_ATTRIBUTE_PRIVATE_ (1ULL << 3)
@@ -39,7 +40,8 @@ struct pending_fault {
     u64 index;
     u64 addr;
     u32 tid; /* 0: none (taken by its SIGBUS, or the thread faulted elsewhere since) */
-    u32 pad;
+    u16 code; /* the page fault's error code (bits 0-15) */
+    u16 pad;
 };
 
 /* The last guest_memfd faults taken on a CPU, one per thread, a few threads deep: a
@@ -220,6 +222,7 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
     p->addr = addr;
     p->tid = (u32)id;
     u16 code = ctx->args[2] & 0xffff;
+    p->code = code;
 #ifdef FN_HOST_FAULT
     return 0; /* served faults come from kvm_gmem_fault_user_mapping */
 #endif
@@ -246,7 +249,9 @@ TRACEPOINT_PROBE(signal, signal_generate)
         return 0;
     struct pending_fault fault = *p;
     p->tid = 0;
-    emit(EV_HOST_FAULT_REFUSED, 0, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr, 0);
+    u16 access = ACCESS_KNOWN | ((fault.code & X86_PF_WRITE_) ? ACCESS_WRITE : 0);
+    emit(EV_HOST_FAULT_REFUSED, access, -14 /* EFAULT */, fault.ino, fault.index, 1, fault.addr,
+         0);
     return 0;
 }
 #endif

@@ -65,6 +65,14 @@ class Trace:
         return pd.DataFrame(rows).set_index("ino") if rows else pd.DataFrame()
 
     @cached_property
+    def explain(self) -> pd.DataFrame:
+        """One row per refused host fault, fault past the end and memory fault exit, in time
+        order, joined to its cause: the columns of `gmemtrace explain --format json`
+        flattened (who.pid, page.state, cause.what, cause.interface, answer.waited_ns...)."""
+        rows = self.report["explanations"]
+        return pd.json_normalize(rows).set_index("n") if rows else pd.DataFrame()
+
+    @cached_property
     def conversions(self) -> pd.DataFrame:
         """One row per conversion request: when (s since the start), who, which inode and
         pages, the direction, the interface, the result (0 or -errno, and its name), the

@@ -28,6 +28,7 @@ examples:
   gmemtrace record -o t.trace -- gmemtrace workload mixed
   gmemtrace record -p 1234 -d 10 -o vmm.trace
   gmemtrace report t.trace --format json
+  gmemtrace explain t.trace     # why each refused fault and memory fault exit happened
   gmemtrace exporter            # Prometheus metrics at http://127.0.0.1:9464/metrics
 
 exit codes: 0 success, 1 the machine cannot do it (no KVM, no BPF, ...),
@@ -44,13 +45,17 @@ class Parser(argparse.ArgumentParser):
 
 # Every named command, in `gmemtrace --help`'s order (main() knows them by name before it
 # imports any: each module imports what it needs to run only when it runs).
-NAMES = ("doctor", "workload", "record", "report", "probes", "demo", "exporter", "completion")
+NAMES = (
+    *("doctor", "workload", "record", "report", "explain", "probes", "demo", "exporter"),
+    "completion",
+)
 
 
 def commands() -> dict[str, Command]:
     from gmemtrace.commands.completion import Completion
     from gmemtrace.commands.demo import Demo
     from gmemtrace.commands.doctor import Doctor
+    from gmemtrace.commands.explain import ExplainCommand
     from gmemtrace.commands.exporter import ExporterCommand
     from gmemtrace.commands.probes import Probes
     from gmemtrace.commands.record import Record
@@ -62,6 +67,7 @@ def commands() -> dict[str, Command]:
         WorkloadCommand(),
         Record(),
         ReportCommand(),
+        ExplainCommand(),
         Probes(),
         Demo(),
         ExporterCommand(),

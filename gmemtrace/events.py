@@ -155,6 +155,18 @@ class PageState(enum.IntEnum):
     GONE = 2  # no longer in it
 
 
+# EV_HOST_FAULT_REFUSED flags: the access refused, where the probe tells.
+ACCESS_KNOWN = 0x1
+ACCESS_WRITE = 0x2
+
+
+def access_name(flags: int) -> str:
+    """A refused fault's access: "write", "read", or "" where the probe did not tell."""
+    if not flags & ACCESS_KNOWN:
+        return ""
+    return "write" if flags & ACCESS_WRITE else "read"
+
+
 CONV_TO_PRIVATE = 0x1
 CONV_BLOCKED = 0x2  # refused: arg holds the page that blocked it (error_offset)
 CONV_IFACE_ATTRIBUTES2 = 0x10
@@ -205,7 +217,7 @@ FIELDS: dict[Kind, dict[str, str]] = {
     Kind.CREATE: {"size_pages": "count", "gmem_flags": "arg", "dev": "arg2"},
     Kind.BIND: {"gpa": "arg", "slot": "arg2"},
     Kind.HOST_FAULT: {"error_code": "flags", "address": "arg", "asid": "arg2"},
-    Kind.HOST_FAULT_REFUSED: {"address": "arg"},
+    Kind.HOST_FAULT_REFUSED: {"address": "arg", "access": "flags"},
     # latency with GUEST_FAULT_TIMED, the error code with GUEST_FAULT_BY_GPA (first: the gfn)
     Kind.GUEST_FAULT: {"gpa": "arg", "latency_ns": "arg2", "error_code": "arg2"},
     Kind.PUNCH: {"mode": "flags", "latency_ns": "arg"},

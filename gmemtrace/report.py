@@ -18,7 +18,9 @@ The JSON form is a contract for scripts:
                   "result", "latency_ns", "blocking_page" (refused: the page that blocked
                   it, where the kernel tells), "noop" (every page had that state already)}],
  "memory_fault_exits": {"count", "exits": [{"ts_ns", "pid", "tid", "gpa", "size",
-                                            "private", "ino", "page"}]}}
+                                            "private", "ino", "page"}]},
+ "explanations": [every refused fault and memory fault exit with its cause: the
+                  contract in gmemtrace/explain.py]}
 Shareability page counts are as of the end of the trace; the rest are totals.
 """
 
@@ -29,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from gmemtrace.events import Counter, Probe
-from gmemtrace.model.state import Model
+from gmemtrace.explain import explain
+from gmemtrace.model.state import MemoryFaultExit, Model
 from gmemtrace.tracefile import TraceData, read_trace_file
 
 INODE_FIELDS = (
@@ -107,9 +110,15 @@ def build_report(
         # ino/page: the guest_memfd page the gpa maps to, if a memslot binds it to one.
         "memory_fault_exits": {
             "count": len(model.memory_fault_exits),
-            "exits": [asdict(e) for e in model.memory_fault_exits],
+            "exits": [_exit_row(e) for e in model.memory_fault_exits],
         },
+        # every refused fault and memory fault exit, linked to its cause (gmemtrace/explain.py)
+        "explanations": explain(model, start_ns),
     }
+
+
+def _exit_row(exit: MemoryFaultExit) -> dict[str, Any]:
+    return {k: v for k, v in asdict(exit).items() if k not in ("state", "cause", "answer")}
 
 
 def report_file(path: Path) -> dict[str, Any]:

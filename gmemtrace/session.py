@@ -9,6 +9,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import pandas as pd
 
 from gmemtrace.analysis import Trace
 from gmemtrace.capture import PUMP_S, Capture, StopRule, Targets
@@ -94,6 +95,10 @@ class Session:
         events = np.concatenate(self._batches) if self._batches else np.empty(0, EVENT_DTYPE)
         data = TraceData(self._capture.header, events, complete=False, problem="a live session")
         return Trace(self.output, data, model_of(data), now_ns=time.monotonic_ns())
+
+    def explain(self) -> pd.DataFrame:
+        """Why each fault so far was refused, and each memory fault exit (Trace.explain)."""
+        return self.snapshot().explain
 
     def __exit__(
         self,

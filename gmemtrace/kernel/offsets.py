@@ -39,6 +39,7 @@ FUNCTION_MEMBERS = {
     "OFF_VMF_VMA": ("vm_fault", "vma"),
     "OFF_VMF_PGOFF": ("vm_fault", "pgoff"),
     "OFF_VMF_ADDRESS": ("vm_fault", "address"),
+    "OFF_VMF_FLAGS": ("vm_fault", "flags"),
     "OFF_VMA_VM_FILE": ("vm_area_struct", "vm_file"),
 }
 

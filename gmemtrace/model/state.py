@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from gmemtrace.events import (
     Interface,
     Kind,
     PageState,
+    access_name,
     column,
     new_counts,
 )
@@ -110,6 +111,20 @@ _PROCESS_ONLY = (Kind.FORK, Kind.EXEC)
 
 
 @dataclass(frozen=True)
+class Cause:
+    """Why pages are in the state they are: the event that put them there. A creation
+    (its flags; its size, for a page past the end), the kernel's setup of a new inode's
+    pages, or a conversion (its request, as the kernel answered it)."""
+
+    what: Provenance  # FLAGS (creation or setup) or CONVERSION
+    ts_ns: int
+    pid: int | None
+    tid: int | None
+    flags: int | None = None  # the creation's guest_memfd flags
+    conversion: Conversion | None = None
+
+
+@dataclass(frozen=True)
 class InodeSummary:
     """One guest_memfd as reports and views show it (page counts as of now)."""
 
@@ -131,21 +146,31 @@ class InodeState:
     shareability: IntervalMap[tuple[Share, Provenance]]
     resident: IntervalMap[bool]
     last_fault_ns: IntervalMap[int]  # when the host last faulted each page (0: never)
+    # What put each page in its shareability (None: nothing seen did; a fault's inference)
+    causes: IntervalMap[Cause | None]
     counts: Counts = field(default_factory=new_counts)
     first_seen_ns: int = 0
     size_known: bool = True  # False: first seen in a page or fault event, grown as they come
     pid: int | None = None  # the process that created it (or held it when tracing began)
     released_ns: int | None = None  # its last close (the function tier sees it)
+    created: Cause | None = None  # its creation, where seen
 
     @classmethod
     def create(
-        cls, ino: int, size_pages: int, flags: int | None, ts: int, pid: int | None = None
+        cls,
+        ino: int,
+        size_pages: int,
+        flags: int | None,
+        ts: int,
+        pid: int | None = None,
+        tid: int | None = None,
     ) -> InodeState:
         if flags is None:
             init = Share.UNKNOWN
         else:
             init = Share.SHARED if flags & GUEST_MEMFD_FLAG_INIT_SHARED else Share.PRIVATE
         provenance = Provenance.NOTHING if init is Share.UNKNOWN else Provenance.FLAGS
+        created = None if flags is None else Cause(Provenance.FLAGS, ts, pid, tid, flags)
         return cls(
             ino,
             size_pages,
@@ -154,8 +179,10 @@ class InodeState:
             IntervalMap(size_pages, (init, provenance)),
             IntervalMap(size_pages, False),
             IntervalMap(size_pages, 0),
+            IntervalMap(size_pages, created),
             first_seen_ns=ts,
             pid=pid,
+            created=created,
         )
 
     def pages(self, state: Share) -> int:
@@ -181,13 +208,18 @@ class InodeState:
             self.shareability.resize(size_pages, (Share.UNKNOWN, Provenance.NOTHING))
             self.resident.resize(size_pages, False)
             self.last_fault_ns.resize(size_pages, 0)
+            self.causes.resize(size_pages, None)
 
-    def infer(self, first: int, end: int, state: Share, provenance: Provenance) -> None:
-        """A fault's outcome says what pages nothing else described must be."""
+    def infer(
+        self, first: int, end: int, state: Share, provenance: Provenance, cause: Cause | None = None
+    ) -> None:
+        """What pages nothing else described must be: a fault's outcome, or the kernel's
+        setup of a new inode (`cause`)."""
         self.grow(end)
         for lo, hi, (known, _) in self.shareability.runs_in(first, end):
             if known is Share.UNKNOWN:
                 self.shareability.assign(lo, hi, (state, provenance))
+                self.causes.assign(lo, hi, cause)
 
 
 @dataclass(frozen=True)
@@ -222,6 +254,9 @@ class Refusal:
     page: int
     address: int
     reason: Refused
+    access: str = ""  # "read", "write", or "" where the probe did not tell
+    state: Share = Share.UNKNOWN  # the page's shareability at that instant, as known then
+    cause: Cause | None = None  # what put it there (past the end: the creation, its size)
 
 
 @dataclass(frozen=True)
@@ -236,6 +271,10 @@ class MemoryFaultExit:
     private: bool  # the guest wanted it private
     ino: int | None  # the guest_memfd page the gpa maps to, if a binding says
     page: int | None
+    state: Share = Share.UNKNOWN  # that page's shareability at that instant, as known then
+    cause: Cause | None = None  # what put it there
+    # The VMM's answer: its next conversion of that page (or frame), whichever way
+    answer: Conversion | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +299,8 @@ class Model:
     bindings: list[Binding] = field(default_factory=list)
     # Per process (one VM each): the guest frames KVM_SET_MEMORY_ATTRIBUTES made private.
     vm_private: dict[int, IntervalMap[bool]] = field(default_factory=dict)
+    # ... and which conversion set each frame's attribute
+    vm_causes: dict[int, IntervalMap[Cause | None]] = field(default_factory=dict)
     conversions: list[Conversion] = field(default_factory=list)
     memory_fault_exits: list[MemoryFaultExit] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
@@ -279,6 +320,8 @@ class Model:
     first_ns: int | None = None
     last_ns: int | None = None
     stopped_ns: int | None = None  # when the capture stopped cleanly (its END record)
+    # memory_fault_exits not yet answered by a conversion that succeeded (their indices)
+    _unanswered: list[int] = field(default_factory=list, repr=False)
 
     def lost_by_reason(self) -> dict[Loss, int]:
         """Events lost so far, by why."""
@@ -319,6 +362,7 @@ class Model:
         """Drop what is kept per process of one that has exited."""
         self.per_pid.pop(pid, None)
         self.vm_private.pop(pid, None)
+        self.vm_causes.pop(pid, None)
         self.comms.pop(pid, None)
         self.pids.discard(pid)
         self.seen_pids.discard(pid)
@@ -340,6 +384,7 @@ class Model:
         (with the refusals and loss windows): what an exporter counts, it need not keep."""
         taken = (self.conversions, self.memory_fault_exits)
         self.conversions, self.memory_fault_exits = [], []
+        self._unanswered = []
         self.refused.clear()
         self.lost_windows.clear()
         return taken
@@ -461,7 +506,7 @@ class Model:
                 self.retired.append(self.inodes.pop(ino))  # the number was reused
             if ino not in self.inodes:
                 self.inodes[ino] = InodeState.create(
-                    ino, int(ev["count"]), flags, ts, int(ev["pid"])
+                    ino, int(ev["count"]), flags, ts, int(ev["pid"]), int(ev["tid"])
                 )
         elif kind == Kind.RELEASE and ino in self.inodes:
             self.inodes[ino].released_ns = ts
@@ -484,10 +529,9 @@ class Model:
             reason = Refused.BEYOND_EOF if beyond else Refused.PRIVATE
             counter = Counter.HOST_FAULTS_BEYOND_EOF if beyond else Counter.HOST_FAULTS_REFUSED
             self._count_one(ev, state, counter)
-            if not beyond and state.shareability.get(page)[1] in (
-                Provenance.NOTHING,
-                Provenance.FAULT,
-            ):
+            share, provenance = (Share.UNKNOWN, None) if beyond else state.shareability.get(page)
+            cause = state.created if beyond else state.causes.get(page)
+            if not beyond and provenance in (Provenance.NOTHING, Provenance.FAULT):
                 # Stronger than an inference from the fault itself (taken, then refused).
                 state.shareability.assign(page, page + 1, (Share.PRIVATE, Provenance.REFUSED))
             self.refused.append(
@@ -499,6 +543,9 @@ class Model:
                     page=page,
                     address=int(ev[column(Kind.HOST_FAULT_REFUSED, "address")]),
                     reason=reason,
+                    access=access_name(int(ev[column(Kind.HOST_FAULT_REFUSED, "access")])),
+                    state=share,
+                    cause=cause,
                 )
             )
         elif kind == Kind.PUNCH and ev["result"] == 0:
@@ -514,6 +561,16 @@ class Model:
             size = int(ev[column(Kind.MEMORY_FAULT_EXIT, "size")])
             located = self.locate_gfn(pid, gpa // PAGE_SIZE) if size else None
             exit_flags = int(ev[column(Kind.MEMORY_FAULT_EXIT, "exit_flags")])
+            share, cause = Share.UNKNOWN, None
+            if located and located[0] in self.inodes:
+                at = self.inodes[located[0]]
+                if located[1] < at.size_pages:
+                    share, cause = at.shareability.get(located[1])[0], at.causes.get(located[1])
+            elif size and pid in self.vm_private:  # not guest_memfd: the VM's attributes say
+                gfn = gpa // PAGE_SIZE
+                share = Share.PRIVATE if self.vm_private[pid].get(gfn) else Share.SHARED
+                cause = self.vm_causes[pid].get(gfn) if pid in self.vm_causes else None
+            self._unanswered.append(len(self.memory_fault_exits))
             self.memory_fault_exits.append(
                 MemoryFaultExit(
                     ts_ns=ts,
@@ -524,6 +581,8 @@ class Model:
                     private=bool(exit_flags & KVM_MEMORY_EXIT_FLAG_PRIVATE),
                     ino=located[0] if located else None,
                     page=located[1] if located else None,
+                    state=share,
+                    cause=cause,
                 )
             )
         elif kind == Kind.LOST:
@@ -535,6 +594,18 @@ class Model:
                 self.lost_events = total
         elif kind == Kind.END:
             self.stopped_ns = ts
+
+    def _answer_exits(self, conversion: Conversion) -> None:
+        """Link the memory fault exits this conversion answers (the first that does; a
+        refused one until a later one succeeds)."""
+        waiting = []
+        for i in self._unanswered:
+            exit = self.memory_fault_exits[i]
+            if _answers(conversion, exit):
+                self.memory_fault_exits[i] = exit = replace(exit, answer=conversion)
+            if exit.answer is None or exit.answer.result != 0:
+                waiting.append(i)
+        self._unanswered = waiting
 
     def _apply_guest_fault_by_gpa(self, ev: np.void) -> None:
         """A vCPU's fault on a guest frame: a guest_memfd fault where a memslot binds the
@@ -569,10 +640,14 @@ class Model:
         share = Share.PRIVATE if ev[column(Kind.SHAREABILITY_SETUP, "private")] else Share.SHARED
         if state.init is Share.UNKNOWN:
             state.init = share
-        state.infer(first, end, share, Provenance.FLAGS)
+        flags = int(ev[column(Kind.SHAREABILITY_SETUP, "gmem_flags")])
+        cause = Cause(Provenance.FLAGS, ts, int(ev["pid"]), int(ev["tid"]), flags)
+        state.created = state.created or cause
+        state.infer(first, end, share, Provenance.FLAGS, cause)
 
     def _apply_conversion(self, ev: np.void) -> None:
         flags, ts = int(ev["flags"]), int(ev["ts_ns"])
+        vm_attr_set: tuple[int, int] | None = None  # the frames KVM_SET_MEMORY_ATTRIBUTES set
         to_private = bool(flags & CONV_TO_PRIVATE)
         interface = Interface.of(flags)
         ino, first = int(ev["ino"]), int(ev["first"])
@@ -582,6 +657,7 @@ class Model:
                     int(ev["pid"]), IntervalMap(GFN_SPACE, False)
                 )
                 attributes.assign(first, first + int(ev["count"]), to_private)
+                vm_attr_set = (first, first + int(ev["count"]))
             located = self.locate_gfn(int(ev["pid"]), first)
             ino, first = located if located else (0, first)
         target = Share.PRIVATE if to_private else Share.SHARED
@@ -593,22 +669,26 @@ class Model:
             and _all_pages(state, first, first + count, target)
         )
         blocked = flags & CONV_BLOCKED and ev["result"] != 0
-        self.conversions.append(
-            Conversion(
-                ts_ns=ts,
-                pid=int(ev["pid"]),
-                tid=int(ev["tid"]),
-                ino=ino or None,
-                first=first,
-                count=count,
-                to=target,
-                interface=interface,
-                result=int(ev["result"]),
-                latency_ns=int(ev[column(Kind.CONVERT, "latency_ns")]),
-                blocking_page=int(ev[column(Kind.CONVERT, "blocking_page")]) if blocked else None,
-                noop=bool(noop),
-            )
+        conversion = Conversion(
+            ts_ns=ts,
+            pid=int(ev["pid"]),
+            tid=int(ev["tid"]),
+            ino=ino or None,
+            first=first,
+            count=count,
+            to=target,
+            interface=interface,
+            result=int(ev["result"]),
+            latency_ns=int(ev[column(Kind.CONVERT, "latency_ns")]),
+            blocking_page=int(ev[column(Kind.CONVERT, "blocking_page")]) if blocked else None,
+            noop=bool(noop),
         )
+        self.conversions.append(conversion)
+        self._answer_exits(conversion)
+        if vm_attr_set is not None:
+            causes = self.vm_causes.setdefault(conversion.pid, IntervalMap(GFN_SPACE, None))
+            cause = Cause(Provenance.CONVERSION, ts, conversion.pid, conversion.tid)
+            causes.assign(*vm_attr_set, replace(cause, conversion=conversion))
         if not ino:
             return  # unattributed: a gpa outside every binding seen
         state = self.inode(ino, ts)
@@ -617,8 +697,26 @@ class Model:
             state.shareability.assign(
                 first, first + int(ev["count"]), (target, Provenance.CONVERSION)
             )
+            if not noop:
+                cause = Cause(Provenance.CONVERSION, ts, conversion.pid, conversion.tid)
+                state.causes.assign(first, first + count, replace(cause, conversion=conversion))
             done = Counter.CONVERSIONS_TO_PRIVATE if to_private else Counter.CONVERSIONS_TO_SHARED
             state.counts[done] += 1
+
+
+def _answers(conversion: Conversion, exit: MemoryFaultExit) -> bool:
+    """Whether a conversion answers a memory fault exit of the same VMM: the same page (or
+    frame), after the exit. Which way is the VMM's call: a confidential guest's private
+    access is answered by converting to private; a private access where KVM cannot serve
+    one (no guest_memfd behind the frame) by converting to shared."""
+    if conversion.pid != exit.pid or conversion.ts_ns < exit.ts_ns:
+        return False
+    if exit.ino is None or exit.page is None:  # memory outside guest_memfd: by frame
+        where, page = None, exit.gpa // PAGE_SIZE
+    else:
+        where, page = exit.ino, exit.page
+    first, end = conversion.first, conversion.first + conversion.count
+    return conversion.ino == where and first <= page < end
 
 
 def _all_pages(state: InodeState, first: int, end: int, share: Share) -> bool:

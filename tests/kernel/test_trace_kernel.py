@@ -21,6 +21,7 @@ import gmemtrace
 from gmemtrace.events import Counter
 from gmemtrace.kernel.procfs import gmem_mappings
 from gmemtrace.report import report_file
+from tests.explained import expected_causes, explained_causes
 from tests.tracing import SAFETY_S, Started, wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
@@ -100,6 +101,7 @@ def assert_matches_truth(report: dict[str, Any], truth: dict[str, Any], trace: P
         assert conversion_results(report, inode["ino"]) == truth_conversions(inode)
     assert report["trace"]["lost_events"] == 0
     assert truth["pid"] in report["trace"]["pids"]
+    assert explained_causes(report["explanations"]) == expected_causes(truth)
 
 
 SCENARIOS = [
