@@ -20,7 +20,7 @@ The JSON form is a contract for scripts:
  "memory_fault_exits": {"count", "exits": [{"ts_ns", "pid", "tid", "gpa", "size",
                                             "private", "ino", "page"}]},
  "explanations": [every refused fault and memory fault exit with its cause: the
-                  contract in gmemtrace/explain.py]}
+                  contract in gmemtrace/model/explain.py]}
 Shareability page counts are as of the end of the trace; the rest are totals.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gmemtrace.events import Counter, Probe
-from gmemtrace.explain import explain
+from gmemtrace.model.explain import explain
 from gmemtrace.model.state import MemoryFaultExit, Model
 from gmemtrace.tracefile import TraceData, read_trace_file
 
@@ -112,7 +112,7 @@ def build_report(
             "count": len(model.memory_fault_exits),
             "exits": [_exit_row(e) for e in model.memory_fault_exits],
         },
-        # every refused fault and memory fault exit, linked to its cause (gmemtrace/explain.py)
+        # every refused fault and memory fault exit, with its cause (model/explain.py)
         "explanations": explain(model, start_ns),
     }
 

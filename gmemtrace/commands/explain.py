@@ -1,4 +1,4 @@
-"""`gmemtrace explain FILE`: why each fault of a trace was refused (gmemtrace/explain.py)."""
+"""`gmemtrace explain FILE`: why each fault of a trace was refused (gmemtrace/model/explain.py)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ExplainCommand:
         parser.add_argument("--pid", type=positive_int, action="append", help="only this process's")
 
     def run(self, args: argparse.Namespace) -> int:
-        from gmemtrace.explain import explain
+        from gmemtrace.model.explain import explain
         from gmemtrace.report import model_of
         from gmemtrace.sinks.explain_text import to_text
         from gmemtrace.tracefile import read_trace_file

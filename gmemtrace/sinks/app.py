@@ -31,10 +31,12 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, RichLog, Static
 
 from gmemtrace.events import Counter
+from gmemtrace.model.explain import explain
 from gmemtrace.model.frame import SORTS, Frame, ViewInfo
 from gmemtrace.model.rates import Rates
 from gmemtrace.model.state import InodeState, Model, Share
 from gmemtrace.sinks.dashboard import Dashboard
+from gmemtrace.sinks.explain_text import to_text
 from gmemtrace.sinks.palette import STATE_COLOUR
 from gmemtrace.sinks.strip import ShareabilityStrip, legend, no_colour, page_glyph
 
@@ -76,6 +78,7 @@ HELP = """\
   [b]s[/b]           cycle the sort: {sorts}
   [b]Up/Down[/b]     select a guest_memfd
   [b]Enter[/b]       its map at page resolution (Escape goes back)
+  [b]e[/b]           why each fault was refused, each memory fault exit (Escape back)
   [b]/[/b]           filter by pid or comm (empty: no filter)
   [b]?[/b]           this help (Escape closes it)
 
@@ -298,6 +301,42 @@ class PageMap(Screen[None]):
         return Group(rows, ranges)
 
 
+class Explain(Screen[None]):
+    """Why each fault was refused and each memory fault exit happened, newest first: the
+    page, its state, what put it there, who faulted, and an exit's answer (`gmemtrace
+    explain` on the capture so far)."""
+
+    BINDINGS: ClassVar = [
+        Binding("escape,e", "app.pop_screen", "back"),
+        Binding("q", "app.quit_view", "quit"),
+    ]
+
+    def __init__(self, app: LiveApp) -> None:
+        super().__init__()
+        self.live = app
+        self.content: RenderableType = Text()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="explain-title")
+        with VerticalScroll(id="explain-scroll"):
+            yield Static(id="explain")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_explanations()
+        self.set_interval(1.0, self.refresh_explanations)
+
+    def refresh_explanations(self) -> None:
+        model = self.live.view.model
+        items = explain(model, model.first_ns or 0)
+        title = Text(f"{len(items)} refused faults and memory fault exits, newest first")
+        title.stylize("bold")
+        title.append("  (Escape: back)", style="dim")
+        self.query_one("#explain-title", Static).update(title)
+        self.content = to_text(items[::-1])  # what is on the screen
+        self.query_one("#explain", Static).update(self.content)
+
+
 class Help(ModalScreen[None]):
     BINDINGS: ClassVar = [
         Binding("escape,question_mark", "app.pop_screen", "close"),
@@ -338,6 +377,7 @@ class LiveApp(App[None]):
         Binding("up", "move(-1)", "select", show=False, priority=True),
         Binding("down", "move(1)", "select", show=False, priority=True),
         Binding("enter", "open", "page map"),
+        Binding("e", "explain", "explain"),
         Binding("slash", "filter", "filter"),
         Binding("question_mark", "help", "help"),
     ]
@@ -510,6 +550,9 @@ class LiveApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(Help())
+
+    def action_explain(self) -> None:
+        self.push_screen(Explain(self))
 
     def _redraw_now(self) -> None:
         paused, self.paused = self.paused, False

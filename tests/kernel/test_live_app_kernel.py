@@ -19,7 +19,7 @@ from rich.console import Console
 
 from gmemtrace.capture import Capture, StopRule, Targets
 from gmemtrace.kernel.procfs import comm_of
-from gmemtrace.sinks.app import Help, LiveApp, Maps, PageMap
+from gmemtrace.sinks.app import Explain, Help, LiveApp, Maps, PageMap
 from gmemtrace.view import LiveView, view_of
 from tests.tracing import SAFETY_S, Owned, owned_bpf, still_loaded, wait_until
 
@@ -118,6 +118,16 @@ def test_keys_drive_the_view(size: tuple[int, int]) -> None:
             assert isinstance(app.screen, Help)
             await pilot.press("escape")
             assert not isinstance(app.screen, Help)
+            # Why the mixed workload's fault was refused: its page private since creation.
+            await until(pilot, lambda: app.view.model.refused)
+            await pilot.press("e")
+            await until(pilot, lambda: isinstance(app.screen, Explain))
+            assert isinstance(app.screen, Explain)
+            shown = text_of(app.screen.content, 200)
+            assert re.search(r"#1 refused (read|write) at", shown), shown
+            assert "since" in shown and "created (MMAP)" in shown, shown
+            await pilot.press("escape")
+            assert not isinstance(app.screen, Explain)
             await pilot.press("q")
             await pilot.pause(0.2)
         return app

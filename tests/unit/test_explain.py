@@ -10,7 +10,7 @@ import pytest
 
 import gmemtrace
 from gmemtrace.cli import main
-from gmemtrace.explain import explain
+from gmemtrace.model.explain import explain
 from gmemtrace.report import model_of
 from gmemtrace.tracefile import read_trace_file
 from tests.explained import expected_causes, explained_causes
