@@ -21,6 +21,7 @@ from types import FrameType, TracebackType
 from gmemtrace.collector import Collector, EventSource
 from gmemtrace.gated import GatedCommand
 from gmemtrace.kernel.procfs import alive, processes_named
+from gmemtrace.probes.program import ProbeProgram
 from gmemtrace.tracefile import TraceData, TraceHeader, TraceWriter
 from gmemtrace.tracer import check_pids, load, trace_header
 
@@ -268,8 +269,6 @@ class Capture:
                 break
 
     def _follow_comm(self) -> None:
-        from gmemtrace.probes.program import ProbeProgram
-
         comm, source = self.targets.comm, self.source
         if comm and isinstance(source, ProbeProgram):
             new = [p for p in processes_named(comm) if p not in source.pids]

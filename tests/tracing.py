@@ -16,6 +16,7 @@ none stands in for readiness.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -208,3 +209,37 @@ def events_of(trace: Path, kind: str) -> list[dict[str, Any]]:
     frame = api.read_trace(trace).events
     rows: list[dict[str, Any]] = frame[frame["kind"] == kind].to_dict("records")
     return rows
+
+
+class Bpftrace:
+    """bpftrace counting beside gmemtrace, as a cross-check: started by `with`, returned once
+    its BEGIN has printed "attached" (every probe of the script attached: the fact to wait
+    for); at the end of the block it is interrupted and its map dump read (`counts`)."""
+
+    def __init__(self, script: str) -> None:
+        assert 'printf("attached\\n")' in script, "the script says when it is attached"
+        self.script = script
+        self.output = ""
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> Bpftrace:
+        self.process = subprocess.Popen(
+            ["bpftrace", "-e", self.script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip() == "attached":
+                return self
+        self.process.wait()
+        raise AssertionError(f"bpftrace ended before attaching: {self.script}")
+
+    def __exit__(self, *_: object) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.output, _ = self.process.communicate(timeout=SAFETY_S)
+        for line in self.output.splitlines():  # "@name[key]: value" at exit
+            name, sep, value = line.partition(": ")
+            if sep and name.startswith("@") and value.strip().isdigit():
+                self.counts[name.strip()] = int(value)

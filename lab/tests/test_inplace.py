@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.kernel.test_trace_kernel import assert_matches_truth
-from tests.tracing import events_of
+from tests.tracing import Bpftrace, events_of
 
 KERNEL = os.environ.get("GMEMTRACE_LAB_KERNEL", "")
 if not KERNEL.startswith("inplace-"):
@@ -143,25 +142,10 @@ if IN_PLACE:
     ) -> None:
         """`gmemtrace record -- CMD`: its conversions, refused host faults and guest faults are
         the calls bpftrace counts on the same functions, attached before and detached after."""
-        counter = subprocess.Popen(
-            ["bpftrace", "-e", BPFTRACE],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert counter.stdout is not None
-            for line in counter.stdout:
-                if line.strip() == "attached":
-                    break
-            else:
-                pytest.fail("bpftrace ended before attaching")
+        with Bpftrace(BPFTRACE) as counter:
             workload = " ".join([*GMEMTRACE, "workload", "inplace", "-q"])
             report, _ = record(tmp_path, tier, "sh", "-c", f"{workload} && {workload} --pages 48")
-        finally:
-            counter.send_signal(signal.SIGINT)
-            output, _ = counter.communicate(timeout=120)
-        counted = bpftrace_maps(output)
+        counted, output = counter.counts, counter.output
         conversions = report["conversions"]
         ok = sum(1 for c in conversions if c["result"] == 0)
         seen = (counted.get("@ok", 0), counted.get("@refused", 0))
@@ -173,12 +157,3 @@ if IN_PLACE:
         refused = sum(i["host_faults_refused"] + i["host_faults_beyond_eof"] for i in inodes)
         assert refused == counted.get("@sigbus", 0) > 0, output
         assert sum(i["guest_faults"] for i in inodes) == counted.get("@guest", 0) > 0, output
-
-    def bpftrace_maps(output: str) -> dict[str, int]:
-        """{"@name[key]": value} from bpftrace's map dump at exit."""
-        found = {}
-        for line in output.splitlines():
-            name, sep, value = line.partition(": ")
-            if sep and name.startswith("@") and value.strip().isdigit():
-                found[name.strip()] = int(value)
-        return found

@@ -22,6 +22,7 @@ import pytest
 from tests.kernel.test_trace_kernel import assert_matches_truth
 from tests.tracing import (
     READY,
+    Bpftrace,
     Owned,
     events_of,
     everything_loaded,
@@ -155,19 +156,7 @@ if SW_PROTECTED:
         """Any command under `gmemtrace record`: its guest faults are the kvm_gmem_get_pfn calls."""
         # BEGIN runs once every probe is attached: its line is the fact to wait for.
         script = 'BEGIN { printf("attached\\n"); } kprobe:kvm_gmem_get_pfn { @calls = count(); }'
-        counter = subprocess.Popen(
-            ["bpftrace", "-e", script],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert counter.stdout is not None
-            for line in counter.stdout:
-                if line.strip() == "attached":
-                    break
-            else:
-                pytest.fail("bpftrace ended before attaching")
+        with Bpftrace(script) as counter:
             script = "gmemtrace workload coco -q --rounds 3 && gmemtrace workload coco -q"
             trace = tmp_path / "any.trace"
             result = gmemtrace(
@@ -175,9 +164,7 @@ if SW_PROTECTED:
                 script.replace("gmemtrace", " ".join(GMEMTRACE)),
             )  # fmt: skip
             assert result.returncode == 0, result.stderr[-3000:]
-        finally:
-            counter.send_signal(signal.SIGINT)
-            output, _ = counter.communicate(timeout=60)
+        output = counter.output
         calls = int(output.split("@calls:")[1].split()[0])
         report = json.loads(result.stdout[result.stdout.rindex('{\n  "trace"') :])
         guest_faults = sum(i["guest_faults"] for i in report["inodes"])
