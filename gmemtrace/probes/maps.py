@@ -59,7 +59,8 @@ def decode_type(desc: Any) -> Any:
         if len(member) == 3:
             if not isinstance(member[2], list):
                 raise ValueError(f"map type {name}: bit field {member[0]} is not supported")
-            ctype = ctype * member[2][0]
+            for length in reversed(member[2]):  # u64 x[2][8]: [2, 8]
+                ctype = ctype * length
         fields.append((member[0], ctype))
     base = ctypes.Union if kind == "union" else ctypes.Structure
     attrs: dict[str, Any] = {"_fields_": fields}

@@ -35,7 +35,7 @@ MAPS = (
     *("hot_counts", "page_blocks", "read_gen"),
 )
 POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
-BLOCK_SHIFT = 6  # bpf/gmem_shared.c: pages per page_blocks entry, as a shift
+WORD_SHIFT = 6  # 64 pages a word of page bits (bpf/gmem_shared.c: 8 words a block)
 FIRST_EXEC_ASID = 0x80000000  # above every pid: ids handed out at exec never clash
 
 IOCTLS = {
@@ -213,26 +213,34 @@ class ProbeProgram:
         keys, bits = self.bpf[b"page_blocks"].read_all()
         if keys.size == 0:
             return np.empty(0, dtype=EVENT_DTYPE)
-        # Sorted by (inode, block): big-endian bytes order as the numbers do.
-        joined = np.empty(keys.size, dtype=[("ino", ">u8"), ("block", ">u8")])
-        joined["ino"], joined["block"] = keys["ino"], keys["block"]
+        # Each block's words as blocks of 64 pages of their own, sorted by (inode, word):
+        # big-endian bytes order as the numbers do.
+        words = bits["resident"].shape[1]
+        joined = np.empty((keys.size, words), dtype=[("ino", ">u8"), ("block", ">u8")])
+        joined["ino"] = keys["ino"][:, None]
+        joined["block"] = keys["block"][:, None] * words + np.arange(words)
+        joined = joined.reshape(-1)
         order = np.argsort(joined.view("S16"), kind="stable")
-        keys, bits, joined = keys[order], bits[order], joined.view("S16")[order]
-        resident = bits["resident"].astype(np.uint64)
-        before = np.zeros(keys.size, dtype=np.uint64)  # blocks are never removed: a superset
+        sub = np.empty(joined.size, dtype=[("ino", "<u8"), ("block", "<u8")])
+        sub["ino"], sub["block"] = joined["ino"], joined["block"]
+        sub, joined = sub[order], joined.view("S16")[order]
+        resident = bits["resident"].reshape(-1)[order].astype(np.uint64)
+        before = np.zeros(sub.size, dtype=np.uint64)  # blocks are never removed: a superset
         if self._block_keys.size:
             at = np.searchsorted(joined, self._block_keys)
             before[at] = self._resident
         self._block_keys, self._resident = joined, resident
         parity = gen & 1
-        fresh = bits["fault_gen"][:, parity] == (gen & 0xFFFFFFFF)
-        faulted = np.where(fresh, bits["faulted"][:, parity], 0).astype(np.uint64)
+        fresh = np.repeat(bits["fault_gen"][:, parity] == (gen & 0xFFFFFFFF), words)[order]
+        by_parity = bits["faulted"].reshape(keys.size, 2, words)
+        faulted = np.where(fresh, by_parity[:, parity, :].reshape(-1)[order], 0)
+        faulted = faulted.astype(np.uint64)
         changed = resident ^ before
         return np.concatenate(
             [
-                _state_records(now, keys, changed & resident, PageState.RESIDENT),
-                _state_records(now, keys, changed & ~resident, PageState.GONE),
-                _state_records(now, keys, faulted, PageState.FAULTED),
+                _state_records(now, sub, changed & resident, PageState.RESIDENT),
+                _state_records(now, sub, changed & ~resident, PageState.GONE),
+                _state_records(now, sub, faulted, PageState.FAULTED),
             ]
         )
 
@@ -252,8 +260,8 @@ class ProbeProgram:
 
 
 def _state_records(now: int, keys: np.ndarray, bits: np.ndarray, state: PageState) -> np.ndarray:
-    """PAGE_STATE records for the set bits of each block (64 pages from block << 6), one per
-    run of consecutive pages of an inode."""
+    """PAGE_STATE records for the set bits of each word (64 pages from its number << 6),
+    one per run of consecutive pages of an inode."""
     chosen = bits != 0
     if not chosen.any():
         return np.empty(0, dtype=EVENT_DTYPE)
@@ -262,7 +270,7 @@ def _state_records(now: int, keys: np.ndarray, bits: np.ndarray, state: PageStat
         bits[chosen].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
     ).astype(bool)
     block_of, slot = np.nonzero(flat)
-    pages = (keys["block"][chosen].astype(np.uint64)[block_of] << np.uint64(BLOCK_SHIFT)) + slot
+    pages = (keys["block"][chosen].astype(np.uint64)[block_of] << np.uint64(WORD_SHIFT)) + slot
     inos = ino[block_of]
     starts = np.ones(pages.size, dtype=bool)
     starts[1:] = (inos[1:] != inos[:-1]) | (pages[1:] != pages[:-1] + np.uint64(1))
