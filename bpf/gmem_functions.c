@@ -352,7 +352,7 @@ static __always_inline int fault_answered(u64 vmf, long ret)
     if (streaming())
         emit_hot(bpf_ktime_get_ns(), EV_HOST_FAULT, 0, 0, id.ino, index, 1, addr, asid);
     else
-        count_event(EV_HOST_FAULT, 0, id.ino, index, 1, MARK_FAULTED, addr, asid);
+        count_fault(id.ino, index, 0, addr, asid);
 #endif
 #ifdef FN_HOST_FAULT_REFUSED
     if (answer & VM_FAULT_SIGBUS_) {

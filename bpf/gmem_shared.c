@@ -234,18 +234,23 @@ static __always_inline int mark_pages(u64 ino, u64 first, u64 count, int how)
     return 1;
 }
 
-/* `n` events of the current thread counted; 0: not taken (the map is full). */
-static __always_inline int count_hot(u16 kind, u16 flags, u64 ino, u64 n)
+/* `n` events of thread tid of process pid counted; 0: not taken (the map is full). */
+static __always_inline int count_hot_of(u32 pid, u32 tid, u16 kind, u16 flags, u64 ino, u64 n)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    struct hot_key key = {.ino = ino, .pid = id >> 32, .tid = (u32)id, .kind = kind,
-                          .flags = flags};
+    struct hot_key key = {.ino = ino, .pid = pid, .tid = tid, .kind = kind, .flags = flags};
     u64 *count = hot_counts.lookup(&key);
     if (count) {
         *count += n; /* this CPU's own: no other writer */
         return 1;
     }
     return hot_counts.update(&key, &n) == 0;
+}
+
+/* `n` events of the current thread counted. */
+static __always_inline int count_hot(u16 kind, u16 flags, u64 ino, u64 n)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    return count_hot_of(id >> 32, (u32)id, kind, flags, ino, n);
 }
 
 /* A hot event in counting mode: its pages marked, then counted; what the maps do
@@ -256,4 +261,83 @@ static __always_inline void count_event(u16 kind, u16 flags, u64 ino, u64 first,
     if (mark_pages(ino, first, count, how) && count_hot(kind, flags, ino, count))
         return;
     emit_hot(bpf_ktime_get_ns(), kind, flags, 0, ino, first, count, arg, arg2);
+}
+
+/* Host faults in counting mode come in runs: a thread faulting consecutive pages (in
+ * one word of page bits) costs a per-CPU increment, and the map updates are paid once
+ * a run, when the next fault does not continue it. The collector reads the open runs
+ * beside the maps (after them: a run still here was never counted there) and trusts a
+ * run whose two sequence numbers agree: seq_b is written first when the run changes,
+ * seq_a last, and both are read in one copy, seq_a first. */
+#define compiler_barrier() asm volatile("" ::: "memory")
+
+struct fault_run {
+    u64 seq_a;
+    u64 ino;
+    u64 first;
+    u64 count; /* 0: none open */
+    u64 addr;  /* the first page's address */
+    u32 pid;
+    u32 tid;
+    u32 asid;
+    u16 flags; /* the fault's error code */
+    u16 pad;
+    u64 seq_b;
+};
+BPF_PERCPU_ARRAY(fault_runs, struct fault_run, 1);
+
+/* A run ended: into the maps (or, what they do not take, the ring buffer). */
+static __always_inline void count_run(struct fault_run *done)
+{
+    if (mark_pages(done->ino, done->first, done->count, MARK_FAULTED) &&
+        count_hot_of(done->pid, done->tid, EV_HOST_FAULT, done->flags, done->ino, done->count))
+        return;
+    struct gmem_event e = {
+        .ts_ns = bpf_ktime_get_ns(),
+        .pid = done->pid,
+        .tid = done->tid,
+        .kind = EV_HOST_FAULT,
+        .flags = done->flags,
+        .ino = done->ino,
+        .first = done->first,
+        .count = done->count,
+        .arg = done->addr,
+        .arg2 = done->asid,
+    };
+    submit_events(&e, done->count);
+}
+
+static __always_inline void count_fault(u64 ino, u64 index, u16 flags, u64 addr, u32 asid)
+{
+    u32 zero = 0;
+    struct fault_run *r = fault_runs.lookup(&zero);
+    if (!r) {
+        count_event(EV_HOST_FAULT, flags, ino, index, 1, MARK_FAULTED, addr, asid);
+        return;
+    }
+    u64 id = bpf_get_current_pid_tgid();
+    if (r->count && r->tid == (u32)id && r->ino == ino && r->flags == flags &&
+        r->first + r->count == index && (index & 63)) {
+        r->count += 1;
+        return;
+    }
+    struct fault_run done = *r;
+    u64 seq = done.seq_a + 1;
+    r->seq_b = seq;
+    compiler_barrier();
+    r->ino = ino;
+    r->first = index;
+    r->count = 1;
+    r->addr = addr & ~4095ULL;
+    r->pid = id >> 32;
+    r->tid = (u32)id;
+    r->asid = asid;
+    r->flags = flags;
+    compiler_barrier();
+    r->seq_a = seq;
+    compiler_barrier();
+    /* Counted in the maps only once it left the run: a reader that sees it there sees
+     * the run replaced. */
+    if (done.count)
+        count_run(&done);
 }

@@ -229,7 +229,7 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
     if (streaming())
         emit_hot(bpf_ktime_get_ns(), EV_HOST_FAULT, code, 0, p->ino, p->index, 1, addr, asid);
     else
-        count_event(EV_HOST_FAULT, code, p->ino, p->index, 1, MARK_FAULTED, addr, asid);
+        count_fault(p->ino, p->index, code, addr, asid);
     return 0;
 }
 

@@ -32,7 +32,7 @@ SOURCES = ("gmem_common.h", "gmem_shared.c", "gmem_tracepoints.c", "gmem_functio
 # exactly these: gmemtrace/probes/loader.py).
 MAPS = (
     *("events", "config", "targets", "gmem_inodes", "gmem_vmas", "lost"),
-    *("hot_counts", "page_blocks", "read_gen"),
+    *("hot_counts", "fault_runs", "page_blocks", "read_gen"),
 )
 POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
 WORD_SHIFT = 6  # 64 pages a word of page bits (bpf/gmem_shared.c: 8 words a block)
@@ -195,19 +195,27 @@ class ProbeProgram:
         gen_table = self.bpf[b"read_gen"]
         gen = int(gen_table[ctypes.c_int(0)])
         gen_table[ctypes.c_int(0)] = ctypes.c_uint32((gen + 1) & 0xFFFFFFFF)
-        rows: list[dict[str, int]] = []
         keys, values = self.bpf[b"hot_counts"].read_all()
-        for key, total in zip(keys.tolist(), values.sum(axis=1).tolist(), strict=True):
-            ino, pid, tid, kind, flags, _pad = key
-            before = self._counted.get(key[:5], 0)
-            if total > before:
-                self._counted[key[:5]] = total
+        totals = dict(zip((k[:5] for k in keys.tolist()), values.sum(axis=1).tolist(), strict=True))
+        # Then the runs still open (bpf/gmem_shared.c: fault_runs): one here now was not
+        # in the maps as just read. A run caught changing is left for the next read.
+        heat = []
+        for run in self.bpf[b"fault_runs"][ctypes.c_int(0)]:
+            if run.count and run.seq_a == run.seq_b:
+                key = (run.ino, run.pid, run.tid, int(Kind.HOST_FAULT), run.flags)
+                totals[key] = totals.get(key, 0) + run.count
+                heat.append({"kind": Kind.PAGE_STATE, "ts_ns": now, "ino": run.ino})
+                heat[-1] |= {"first": run.first, "count": run.count, "state": PageState.FAULTED}
+        rows: list[dict[str, int]] = []
+        for (ino, pid, tid, kind, flags), total in totals.items():
+            before = self._counted.get((ino, pid, tid, kind, flags), 0)
+            if total > before:  # a read that missed a run moving into the maps: later
+                self._counted[(ino, pid, tid, kind, flags)] = total
                 rows.append(
                     {"kind": Kind.COUNTED, "ts_ns": now, "pid": pid, "tid": tid, "ino": ino}
                     | {"flags": flags, "count": total - before, "counted_kind": kind}
                 )
-        counted = make_events(*rows)
-        return np.concatenate([counted, self._page_states(now, gen)])
+        return np.concatenate([make_events(*rows), self._page_states(now, gen), make_events(*heat)])
 
     def _page_states(self, now: int, gen: int) -> np.ndarray:
         keys, bits = self.bpf[b"page_blocks"].read_all()
