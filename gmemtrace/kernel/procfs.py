@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
-GMEM_LINK = "anon_inode:[kvm-gmem]"
+# What /proc names a guest_memfd: an anonymous inode until guest_memfd had a file system of
+# its own (the in-place conversion series, 7.2 in the lab), then a file of that file system,
+# unlinked from birth.
+GMEM_NAMES = ("anon_inode:[kvm-gmem]", "/[kvm-gmem] (deleted)", "/[kvm-gmem]")
+
+
+def is_gmem_name(name: str) -> bool:
+    """Whether a file's name in /proc (a fd's link, a mapping's path) is a guest_memfd's."""
+    return name in GMEM_NAMES
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ def gmem_files(pid: int, proc: Path = PROC) -> list[GmemFile]:
         return []
     for fd in fds:
         try:
-            if os.readlink(fd) != GMEM_LINK:
+            if not is_gmem_name(os.readlink(fd)):
                 continue
             st = fd.stat()
         except OSError:
@@ -56,9 +64,9 @@ def gmem_mappings(pid: int, proc: Path = PROC) -> list[GmemMapping]:
         return []
     out = []
     for line in lines:
-        if not line.endswith(GMEM_LINK):
+        fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+        if len(fields) < 6 or not is_gmem_name(fields[5]):
             continue
-        fields = line.split()
         start, end = (int(x, 16) for x in fields[0].split("-"))
         out.append(GmemMapping(start, end, int(fields[4]), int(fields[2], 16) >> 12))
     return out

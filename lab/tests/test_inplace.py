@@ -157,3 +157,38 @@ if IN_PLACE:
         refused = sum(i["host_faults_refused"] + i["host_faults_beyond_eof"] for i in inodes)
         assert refused == counted.get("@sigbus", 0) > 0, output
         assert sum(i["guest_faults"] for i in inodes) == counted.get("@guest", 0) > 0, output
+
+
+def test_a_guest_memfd_mapped_before_attaching_is_found(tmp_path: Path) -> None:
+    """/proc names a guest_memfd differently on this kernel (a file of guest_memfd's own
+    file system, "/[kvm-gmem] (deleted)", not "anon_inode:[kvm-gmem]"): attached to a
+    storm that mapped its memory already, the live view's counting mode counts it exactly,
+    in random order."""
+    import signal
+
+    from gmemtrace.events import Counter
+    from gmemtrace.kernel.procfs import gmem_mappings
+    from tests.tracing import Started, wait_until
+
+    truth_path = tmp_path / "truth.json"
+    workload = subprocess.Popen(
+        [
+            *(*GMEMTRACE, "workload", "fault-storm", "--pages", "512", "--rounds", "4"),
+            *("--pattern", "random", "--wait-signal", "-q", "-o", str(truth_path)),
+        ]
+    )
+    try:
+        mappings = wait_until(lambda: gmem_mappings(workload.pid), "the storm mapped its memory")
+        with Started(["--pid", str(workload.pid), "--json", "-i", "60"]) as view:
+            os.kill(workload.pid, signal.SIGUSR1)  # attached late: now it may go on
+            status, out, err = view.finish()
+        assert status == 0, err
+    finally:
+        workload.wait(timeout=600)
+    (inode,) = json.loads(truth_path.read_text())["inodes"]
+    assert [m.ino for m in mappings] == [inode["ino"]]
+    last = json.loads(out.strip().splitlines()[-1])
+    (seen,) = [i for i in last["inodes"] if i["ino"] == inode["ino"]]
+    expected = {k: v for k, v in inode["counts"].items() if k in seen["totals"]}
+    assert {k: seen["totals"][k] for k in expected} == expected
+    assert expected[Counter.HOST_FAULTS] == 512 * 4 and last["lost_events"] == 0
