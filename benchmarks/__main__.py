@@ -8,7 +8,9 @@ The tracer's CPU time and peak RSS come from wait4(). Repetitions interleave the
 configurations and the orders, so drift in the machine spreads over all of them;
 each ratio is to the untraced run of the same repetition and order. Then the
 decoder alone (a recorded byte stream, no kernel), the model at scale, and where
-the kernel-side time goes (benchmarks/profile.py: each BPF program's time per event).
+the kernel-side time goes (benchmarks/profile.py: each BPF program's time per event)
+and what each kind of attachment costs (benchmarks/attach.py: raw against classic
+tracepoints, probe reads against record fields).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import decoder, profile, scale
+from benchmarks import attach, decoder, profile, scale
 from benchmarks.soak import rss_mb
 from gmemtrace.kernel.procfs import gmem_mappings
 
@@ -424,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(scale.table(scaled))
     profiled = profile.measure(args.pages, args.rounds)
     console.print(profile.table(profiled))
+    attachments = attach.measure(args.pages, args.rounds, args.repeat)
+    console.print(attach.table(attachments))
 
     doc: dict[str, Any] = {
         "machine": machine,
@@ -441,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         "decoder": decoded,
         "scale": scaled,
         "bpf_profile": profiled,
+        "attachments": attachments,
     }
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
     console.print(f"written to {args.output}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import attach
 from benchmarks.__main__ import configurations, main
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("bpf_ready")]
@@ -52,6 +53,8 @@ def test_bench_runs_every_part_and_writes_json(tmp_path: Path) -> None:
         assert profiled["programs"]["page_fault_user"]["runs"] >= 128 * 2
         assert profiled["programs"]["page_fault_user"]["ns_per_run"] > 0
     assert doc["bpf_profile"]["floor"]["programs"]["page_fault_user"]["runs"] >= 128 * 2
+    attachments = doc["attachments"]["faults_per_s"]
+    assert set(attachments) == {"untraced", *attach.CONFIGS} and min(attachments.values()) > 0
 
 
 def test_every_configuration_is_present_or_says_why_not() -> None:
