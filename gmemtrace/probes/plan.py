@@ -1,12 +1,15 @@
 """The probe plan: for each logical event, the tier and attach point chosen on this kernel, and why.
 
 Tiers, in the order tried: fentry on the guest_memfd functions themselves (vmlinux
-functions only, with bcc 0.26), kprobes on them, then stable tracepoints. fentry before
-kprobes because a trampoline call costs less than a breakpoint's trap; how each compares
-on the host fault path is what benchmarks/tiers.py measures (not yet measured in the
-lab: README, Kernels). Each event takes the first tier that loads here and sees
-it; every rejection says why. Whatever the tiers, the events reach one ring buffer and
-one model.
+functions only, with bcc 0.26), kprobes on them, then stable tracepoints. fentry first
+because it measured cheapest: on the in-place kernel in the lab (benchmarks/tiers.py,
+one boot, the host fault storm in counting mode) the traced storm kept 0.84 of its
+untraced rate in order and 0.67 at random under fentry, 0.44 and 0.61 under kprobes, 0.58
+and 0.49 under the tracepoint tier (README, Kernels). kprobes before tracepoints for what
+they see (a fault's answer, served or refused, in the function that gives it), not for
+cost: under emulation the two measured each ahead in one order. Each event takes the
+first tier that loads here and sees it; every rejection says why. Whatever the tiers,
+the events reach one ring buffer and one model.
 """
 
 from __future__ import annotations
