@@ -428,12 +428,17 @@ class Model:
         paged_kinds = paged["kind"]
         self._apply_faults(paged, paged_kinds == Kind.HOST_FAULT)
         self._apply_pages(paged, (paged_kinds == Kind.ALLOC) | (paged_kinds == Kind.FREE))
-        # What is counted: the counts the kernel kept, as the kinds they count.
-        counted = np.where(
-            kinds == Kind.COUNTED, events[column(Kind.COUNTED, "counted_kind")], kinds
-        )
-        keep = ~by_gpa & ~states
-        self._count(events[keep], counted[keep])
+        # What is counted: the counts the kernel kept, as the kinds they count (copies
+        # only where a batch has them: a recording's batches are whole records).
+        counts_kept = kinds == Kind.COUNTED
+        counted = kinds
+        if counts_kept.any():
+            counted = np.where(counts_kept, events[column(Kind.COUNTED, "counted_kind")], kinds)
+        drop = by_gpa | states
+        if drop.any():
+            self._count(events[~drop], counted[~drop])
+        else:
+            self._count(events, counted)
         self._name(rare)  # hot events carry no comm (bpf/gmem_common.h)
         self._latencies(events)
 
