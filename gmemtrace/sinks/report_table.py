@@ -104,6 +104,12 @@ def to_table(report: dict[str, Any]) -> RenderableType:
             where = f"ino {e['ino']} page {e['page']}" if e["ino"] else "no guest_memfd"
             kind = "private" if e["private"] else "shared"
             lines.append(Text(f"  gpa {e['gpa']:#x} +{e['size']:#x} {kind} ({where})"))
+    explained = report.get("explanations", [])
+    if explained:
+        lines.append(
+            Text(f"refused faults and memory fault exits: {len(explained)} (why: `gmemtrace "
+                 "explain` on a recording, `e` in the live view)", style="dim")
+        )  # fmt: skip
     if not trace["complete"]:
         lines.append(Text(f"incomplete trace: {trace['problem']}", style="bold yellow"))
     return Group(*lines)
