@@ -4,7 +4,7 @@ The same host fault storm on a shared guest_memfd, in sequential and in random o
 runs untraced, then under each tier that loads here, forced (`--tier`: the host faults
 come from kvm_gmem_fault_user_mapping through fentry or a kprobe pair, or from
 exceptions:page_fault_user and the mapping trie through the tracepoint tier), in the
-view's mode (runs coalesced in the kernel). Each tier is loaded once (a bcc compile
+view's mode (counted in the kernel). Each tier is loaded once (a bcc compile
 takes about a minute under the lab's emulation) and each traced storm is added to it as
 a target; its ratio is to the untraced storms run just before it. The storm measures its
 own fault rate. Under emulation (the lab's QEMU) absolute times mean nothing: the ratios
