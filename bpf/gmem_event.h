@@ -46,7 +46,7 @@ enum gmem_event_kind {
 #define GUEST_FAULT_TIMED 0x1  /* kvm_gmem_get_pfn, with its result and latency */
 #define GUEST_FAULT_BY_GPA 0x2 /* kvm:kvm_page_fault: by guest physical address */
 
-/* EV_PAGE_STATE flags: what the pages are (gmem_shared.c: MARK_*). */
+/* EV_PAGE_STATE flags: what the pages are (and how gmem_shared.c marks them). */
 #define PAGES_FAULTED 0  /* faulted by the host in the read generation that ended */
 #define PAGES_RESIDENT 1 /* in the page cache */
 #define PAGES_GONE 2     /* no longer in it */

@@ -191,9 +191,6 @@ struct block_bits {
 BPF_F_TABLE("hash", struct block_key, struct block_bits, page_blocks, 32768, BPF_F_NO_PREALLOC_);
 BPF_ARRAY(read_gen, u32, 1);
 
-#define MARK_FAULTED 0
-#define MARK_RESIDENT 1
-#define MARK_GONE 2
 
 /* Pages [first, first + count) of ino marked in their block; 0: not taken (the
  * caller emits a record instead: pages that span two words, a large folio). */
@@ -213,9 +210,9 @@ static __always_inline int mark_pages(u64 ino, u64 first, u64 count, int how)
         if (!b)
             return 0;
     }
-    if (how == MARK_RESIDENT) {
+    if (how == PAGES_RESIDENT) {
         __sync_fetch_and_or(&b->resident[word], bits);
-    } else if (how == MARK_GONE) {
+    } else if (how == PAGES_GONE) {
         __sync_fetch_and_and(&b->resident[word], ~bits);
     } else {
         u32 zero = 0;
@@ -289,7 +286,7 @@ BPF_PERCPU_ARRAY(fault_runs, struct fault_run, 1);
 /* A run ended: into the maps (or, what they do not take, the ring buffer). */
 static __always_inline void count_run(struct fault_run *done)
 {
-    if (mark_pages(done->ino, done->first, done->count, MARK_FAULTED) &&
+    if (mark_pages(done->ino, done->first, done->count, PAGES_FAULTED) &&
         count_hot_of(done->pid, done->tid, EV_HOST_FAULT, done->flags, done->ino, done->count))
         return;
     struct gmem_event e = {
@@ -312,7 +309,7 @@ static __always_inline void count_fault(u64 ino, u64 index, u16 flags, u64 addr,
     u32 zero = 0;
     struct fault_run *r = fault_runs.lookup(&zero);
     if (!r) {
-        count_event(EV_HOST_FAULT, flags, ino, index, 1, MARK_FAULTED, addr, asid);
+        count_event(EV_HOST_FAULT, flags, ino, index, 1, PAGES_FAULTED, addr, asid);
         return;
     }
     u64 id = bpf_get_current_pid_tgid();

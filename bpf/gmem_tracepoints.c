@@ -363,7 +363,7 @@ RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
     }
     if (guest && !count_hot(EV_GUEST_FAULT, 0, page.ino, page.count))
         emit_hot(bpf_ktime_get_ns(), EV_GUEST_FAULT, 0, 0, page.ino, page.index, page.count, 0, 0);
-    count_event(EV_ALLOC, 0, page.ino, page.index, page.count, MARK_RESIDENT, 0, 0);
+    count_event(EV_ALLOC, 0, page.ino, page.index, page.count, PAGES_RESIDENT, 0, 0);
     return 0;
 }
 
@@ -375,7 +375,7 @@ RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
     if (streaming())
         emit_hot(bpf_ktime_get_ns(), EV_FREE, 0, 0, page.ino, page.index, page.count, 0, 0);
     else
-        count_event(EV_FREE, 0, page.ino, page.index, page.count, MARK_GONE, 0, 0);
+        count_event(EV_FREE, 0, page.ino, page.index, page.count, PAGES_GONE, 0, 0);
     return 0;
 }
 

@@ -690,10 +690,10 @@ class Model:
         )
         self.conversions.append(conversion)
         self._answer_exits(conversion)
+        cause = Cause(Provenance.CONVERSION, ts, conversion.pid, conversion.tid, None, conversion)
         if vm_attr_set is not None:
             causes = self.vm_causes.setdefault(conversion.pid, IntervalMap(GFN_SPACE, None))
-            cause = Cause(Provenance.CONVERSION, ts, conversion.pid, conversion.tid)
-            causes.assign(*vm_attr_set, replace(cause, conversion=conversion))
+            causes.assign(*vm_attr_set, cause)
         if not ino:
             return  # unattributed: a gpa outside every binding seen
         state = self.inode(ino, ts)
@@ -703,8 +703,7 @@ class Model:
                 first, first + int(ev["count"]), (target, Provenance.CONVERSION)
             )
             if not noop:
-                cause = Cause(Provenance.CONVERSION, ts, conversion.pid, conversion.tid)
-                state.causes.assign(first, first + count, replace(cause, conversion=conversion))
+                state.causes.assign(first, first + count, cause)
             done = Counter.CONVERSIONS_TO_PRIVATE if to_private else Counter.CONVERSIONS_TO_SHARED
             state.counts[done] += 1
 
